@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck disable=SC2012  # ls on globs of our own, plain file names
 # SPDX-License-Identifier: MIT
 #
 # fetch-kernel.sh: get a guest kernel for the VM tests without installing it.

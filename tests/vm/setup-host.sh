@@ -21,7 +21,8 @@ for p in $PACKAGES; do
 done
 
 if [ -z "$missing" ]; then
-    echo "setup-host: all packages present ($PACKAGES)" >&2
+    # shellcheck disable=SC2086  # one word per package
+    echo "setup-host: all packages present:" $PACKAGES >&2
     exit 0
 fi
 
