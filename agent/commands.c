@@ -1,0 +1,585 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The JSON commands (see commands.h). Requests are parsed with json-glib;
+ * replies are written as text with json-writer.h.
+ */
+#include "commands.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "errors.h"
+#include "json-writer.h"
+#include "local-proto.h"
+
+struct AgentCommands {
+  AgentRegistry *registry;
+  AgentRounds *rounds;
+  AgentProcfs *procfs;
+  uint32_t default_deadline_ms;
+  int64_t start_mono;
+};
+
+AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, AgentProcfs *procfs,
+                                  uint32_t default_deadline_ms) {
+  AgentCommands *self = g_new0(AgentCommands, 1);
+
+  self->registry = registry;
+  self->rounds = rounds;
+  self->procfs = procfs;
+  self->default_deadline_ms = default_deadline_ms;
+  self->start_mono = g_get_monotonic_time();
+  return self;
+}
+
+void agent_commands_free(AgentCommands *self) {
+  g_free(self);
+}
+
+/* ---- replies ---- */
+
+/* What a command needs to deliver its reply. */
+typedef struct {
+  AgentCommandReplyFunc reply;
+  gpointer user_data;
+  GDestroyNotify destroy;
+  JsonNode *id; /* the request's "id", echoed; may be NULL */
+  gint64 only_uid;
+} Call;
+
+static void call_free(Call *call) {
+  if (call->destroy)
+    call->destroy(call->user_data);
+  if (call->id)
+    json_node_unref(call->id);
+  g_free(call);
+}
+
+/* Starts a reply in @out: the top object, open. */
+static void reply_begin(AgentJsonWriter *w, GString *out) {
+  agent_json_init(w, out);
+  agent_json_begin_object(w, NULL);
+}
+
+/* Closes the reply (with the request's id), delivers it, frees @call. */
+static void call_finish(Call *call, AgentJsonWriter *w, GString *out) {
+  gsize len;
+
+  if (call->id)
+    agent_json_node(w, "id", call->id);
+  agent_json_end_object(w);
+  len = out->len;
+  call->reply(g_string_free(out, FALSE), len, call->user_data);
+  call_free(call);
+}
+
+static void write_error(AgentJsonWriter *w, const char *klass, const char *desc) {
+  agent_json_begin_object(w, "error");
+  agent_json_string(w, "class", klass);
+  agent_json_string(w, "desc", desc);
+  agent_json_end_object(w);
+}
+
+static void call_error(Call *call, const char *klass, const char *format, ...) G_GNUC_PRINTF(3, 4);
+
+/* Replies {"error": ...} to @call and frees it. */
+static void call_error(Call *call, const char *klass, const char *format, ...) {
+  GString *out = g_string_new(NULL);
+  g_autofree char *desc = NULL;
+  AgentJsonWriter w;
+  va_list ap;
+
+  va_start(ap, format);
+  desc = g_strdup_vprintf(format, ap);
+  va_end(ap);
+  reply_begin(&w, out);
+  write_error(&w, klass, desc);
+  call_finish(call, &w, out);
+}
+
+char *agent_commands_error_text(const char *klass, JsonNode *id, gsize *len, const char *format,
+                                ...) {
+  GString *out = g_string_new(NULL);
+  g_autofree char *desc = NULL;
+  AgentJsonWriter w;
+  va_list ap;
+
+  va_start(ap, format);
+  desc = g_strdup_vprintf(format, ap);
+  va_end(ap);
+  reply_begin(&w, out);
+  write_error(&w, klass, desc);
+  if (id)
+    agent_json_node(&w, "id", id);
+  agent_json_end_object(&w);
+  if (len)
+    *len = out->len;
+  return g_string_free(out, FALSE);
+}
+
+/* ---- parsing under limits ---- */
+
+/* The deepest nesting of arrays and objects in @text, outside strings;
+ * stops counting past @limit. */
+static unsigned nesting_depth(const char *text, gsize len, unsigned limit) {
+  unsigned depth = 0, deepest = 0;
+  gboolean in_string = FALSE, escaped = FALSE;
+
+  for (gsize i = 0; i < len && deepest <= limit; i++) {
+    char ch = text[i];
+
+    if (in_string) {
+      if (escaped)
+        escaped = FALSE;
+      else if (ch == '\\')
+        escaped = TRUE;
+      else if (ch == '"')
+        in_string = FALSE;
+      continue;
+    }
+    if (ch == '"') {
+      in_string = TRUE;
+    } else if (ch == '[' || ch == '{') {
+      if (++depth > deepest)
+        deepest = depth;
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return deepest;
+}
+
+JsonNode *agent_commands_parse(const char *text, gsize len, GError **error) {
+  g_autoptr(JsonParser) parser = NULL;
+  g_autoptr(GError) local = NULL;
+
+  if (len > AGENT_COMMAND_TEXT_MAX) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
+                "request of %" G_GSIZE_FORMAT " bytes exceeds the limit of %d", len,
+                AGENT_COMMAND_TEXT_MAX);
+    return NULL;
+  }
+  if (!g_utf8_validate_len(text, len, NULL)) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request is not valid UTF-8");
+    return NULL;
+  }
+  if (nesting_depth(text, len, AGENT_COMMAND_NESTING_MAX) > AGENT_COMMAND_NESTING_MAX) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request nests deeper than %d levels",
+                AGENT_COMMAND_NESTING_MAX);
+    return NULL;
+  }
+  parser = json_parser_new_immutable();
+  if (!json_parser_load_from_data(parser, text, (gssize)len, &local)) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "malformed JSON: %s", local->message);
+    return NULL;
+  }
+  if (!json_parser_get_root(parser)) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "empty request");
+    return NULL;
+  }
+  return json_parser_steal_root(parser);
+}
+
+/* ---- the replies' contents ---- */
+
+static void write_memory(AgentJsonWriter *w, AgentProcfs *procfs) {
+  AgentMeminfo mi;
+
+  if (!agent_procfs_read_meminfo(procfs, &mi, NULL)) {
+    agent_json_null(w, "memory");
+    return;
+  }
+  agent_json_begin_object(w, "memory");
+  agent_json_uint(w, "mem_total_bytes", mi.mem_total_bytes);
+  agent_json_uint(w, "mem_available_bytes", mi.mem_available_bytes);
+  agent_json_uint(w, "mem_free_bytes", mi.mem_free_bytes);
+  agent_json_end_object(w);
+}
+
+/*
+ * A round report:
+ * {"round_id", "level", "reason", "target_bytes", "deadline_ms", "started_us",
+ *  "duration_us", "fanout_us", "claimed_bytes", "measured_bytes" | null,
+ *  "mem_available_before_bytes" | null, "mem_available_after_bytes" | null,
+ *  "requests": [{"pid", "client", "shrinker", "id", "pass", "level",
+ *                "asked_bytes", "freed_bytes", "reply_us" | null, "missed"}]}
+ * With @only_uid >= 0, requests to other uids are left out.
+ */
+static void write_report(AgentJsonWriter *w, const char *key, const AgentRoundReport *report,
+                         gint64 only_uid) {
+  agent_json_begin_object(w, key);
+  agent_json_uint(w, "round_id", report->round_id);
+  agent_json_string(w, "level", proto_level_name(report->level));
+  agent_json_string(w, "reason", proto_reason_name(report->reason));
+  agent_json_uint(w, "target_bytes", report->target_bytes);
+  agent_json_int(w, "deadline_ms", report->deadline_ms);
+  agent_json_int(w, "started_us", report->started_us);
+  agent_json_int(w, "duration_us", report->duration_us);
+  agent_json_int(w, "fanout_us", report->fanout_us);
+  agent_json_uint(w, "claimed_bytes", report->claimed_bytes);
+  if (report->measured) {
+    agent_json_int(w, "measured_bytes", report->measured_bytes);
+    agent_json_uint(w, "mem_available_before_bytes", report->mem_available_before_bytes);
+    agent_json_uint(w, "mem_available_after_bytes", report->mem_available_after_bytes);
+  } else {
+    agent_json_null(w, "measured_bytes");
+    agent_json_null(w, "mem_available_before_bytes");
+    agent_json_null(w, "mem_available_after_bytes");
+  }
+  agent_json_begin_array(w, "requests");
+  for (guint i = 0; i < report->requests->len; i++) {
+    const AgentRoundRequest *req = &g_array_index(report->requests, AgentRoundRequest, i);
+
+    if (only_uid >= 0 && (gint64)req->uid != only_uid)
+      continue;
+    agent_json_begin_object(w, NULL);
+    agent_json_int(w, "pid", req->pid);
+    agent_json_string(w, "client", req->client);
+    agent_json_string(w, "shrinker", req->shrinker);
+    agent_json_int(w, "id", req->id);
+    agent_json_int(w, "pass", req->pass);
+    agent_json_string(w, "level", proto_level_name(req->level));
+    agent_json_uint(w, "asked_bytes", req->asked_bytes);
+    agent_json_uint(w, "freed_bytes", req->freed_bytes);
+    if (req->reply_us >= 0)
+      agent_json_int(w, "reply_us", req->reply_us);
+    else
+      agent_json_null(w, "reply_us");
+    agent_json_bool(w, "missed", req->missed);
+    agent_json_end_object(w);
+  }
+  agent_json_end_array(w);
+  agent_json_end_object(w);
+}
+
+static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentShrinker *s) {
+  agent_json_begin_object(w, NULL);
+  agent_json_int(w, "id", s->id);
+  agent_json_string(w, "name", s->name);
+  agent_json_int(w, "priority", s->priority);
+  if (s->has_estimate)
+    agent_json_uint(w, "estimate_bytes", s->estimate_bytes);
+  else
+    agent_json_null(w, "estimate_bytes");
+  agent_json_uint(w, "asked", s->asked);
+  agent_json_uint(w, "asked_bytes", s->asked_bytes);
+  agent_json_uint(w, "freed_bytes", s->freed_bytes);
+  agent_json_uint(w, "misses", s->misses);
+  agent_json_int(w, "consecutive_misses", s->consecutive_misses);
+  agent_json_bool(w, "skipped_in_soft", agent_round_skips_in_soft(self->rounds, s));
+  if (s->last_reply_us)
+    agent_json_int(w, "last_reply_us", s->last_reply_us);
+  else
+    agent_json_null(w, "last_reply_us");
+  agent_json_end_object(w);
+}
+
+/*
+ * The status object, as member @key:
+ * {"version", "pid", "uptime_ms",
+ *  "memory": {"mem_total_bytes", "mem_available_bytes", "mem_free_bytes"} | null,
+ *  "clients": [{"pid", "uid", "name", "shrinkers": [{"id", "name", "priority",
+ *     "estimate_bytes" | null, "asked", "asked_bytes", "freed_bytes", "misses",
+ *     "consecutive_misses", "skipped_in_soft", "last_reply_us" | null}]}],
+ *  "rounds": [report, ... newest last],
+ *  "totals": {"rounds", "claimed_bytes", "measured_bytes"}}
+ * Clients without shrinkers (shrinkctl itself, say) are left out; with
+ * @only_uid >= 0, so are clients and round requests of other uids.
+ */
+static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *self,
+                         gint64 only_uid) {
+  uint64_t n_rounds, claimed;
+  int64_t measured;
+
+  agent_json_begin_object(w, key);
+  agent_json_string(w, "version", SHRINKD_VERSION);
+  agent_json_int(w, "pid", getpid());
+  agent_json_int(w, "uptime_ms", (g_get_monotonic_time() - self->start_mono) / 1000);
+  write_memory(w, self->procfs);
+
+  agent_json_begin_array(w, "clients");
+  for (const GList *c = agent_registry_clients(self->registry)->head; c; c = c->next) {
+    const AgentClient *client = c->data;
+
+    if (!client->shrinkers.head)
+      continue;
+    if (only_uid >= 0 && (gint64)client->uid != only_uid)
+      continue;
+    agent_json_begin_object(w, NULL);
+    agent_json_int(w, "pid", client->pid);
+    agent_json_int(w, "uid", client->uid);
+    agent_json_string(w, "name", client->name);
+    agent_json_begin_array(w, "shrinkers");
+    for (const GList *s = client->shrinkers.head; s; s = s->next)
+      write_shrinker(w, self, s->data);
+    agent_json_end_array(w);
+    agent_json_end_object(w);
+  }
+  agent_json_end_array(w);
+
+  agent_json_begin_array(w, "rounds");
+  for (const GList *l = agent_round_history(self->rounds)->head; l; l = l->next)
+    write_report(w, NULL, l->data, only_uid);
+  agent_json_end_array(w);
+
+  agent_round_totals(self->rounds, &n_rounds, &claimed, &measured);
+  agent_json_begin_object(w, "totals");
+  agent_json_uint(w, "rounds", n_rounds);
+  agent_json_uint(w, "claimed_bytes", claimed);
+  agent_json_int(w, "measured_bytes", measured);
+  agent_json_end_object(w);
+  agent_json_end_object(w);
+}
+
+/* ---- commands ---- */
+
+static gboolean caller_is_privileged(const AgentCaller *caller) {
+  return caller->kind == AGENT_CALLER_HOST || caller->uid == 0;
+}
+
+/* Reads an integer member; FALSE with a reason in *@why if it is not one. */
+static gboolean get_int_arg(JsonObject *args, const char *name, gint64 min, gint64 max, gint64 *out,
+                            char **why) {
+  JsonNode *n = json_object_get_member(args, name);
+
+  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64) {
+    *why = g_strdup_printf("'%s' must be an integer", name);
+    return FALSE;
+  }
+  *out = json_node_get_int(n);
+  if (*out < min || *out > max) {
+    *why = g_strdup_printf("'%s' must be within %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, name, min,
+                           max);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean get_string_arg(JsonObject *args, const char *name, const char **out, char **why) {
+  JsonNode *n = json_object_get_member(args, name);
+
+  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING) {
+    *why = g_strdup_printf("'%s' must be a string", name);
+    return FALSE;
+  }
+  *out = json_node_get_string(n);
+  return TRUE;
+}
+
+/* Refuses any member of @args not in @known. */
+static gboolean check_known_args(JsonObject *args, const char *const *known, char **why) {
+  g_autoptr(GList) names = args ? json_object_get_members(args) : NULL;
+
+  for (GList *l = names; l; l = l->next) {
+    if (!g_strv_contains(known, l->data)) {
+      *why = g_strdup_printf("unknown argument '%s'", (const char *)l->data);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* The round runner calls done, then its destroy notify, on the same user
+ * data: the Call sits in a slot that done empties. */
+static void shrink_done(const AgentRoundReport *report, gpointer user_data) {
+  Call *call = g_steal_pointer((Call **)user_data);
+  GString *out = g_string_sized_new(1024);
+  AgentJsonWriter w;
+
+  reply_begin(&w, out);
+  write_report(&w, "return", report, call->only_uid);
+  call_finish(call, &w, out);
+}
+
+/* A round that never ended (the agent is stopping): only the destroy. */
+static void shrink_slot_free(gpointer data) {
+  Call **slot = data;
+
+  if (*slot)
+    call_free(*slot);
+  g_free(slot);
+}
+
+/* Fills @params from @args; FALSE with a reason in *@why. */
+static gboolean shrink_params(JsonObject *args, AgentRoundParams *params, char **why) {
+  static const char *const known[] = {"target_bytes", "level", "deadline_ms", "reason", NULL};
+  gint64 v;
+  const char *s;
+
+  if (!args || !json_object_has_member(args, "target_bytes")) {
+    *why = g_strdup("'target_bytes' is required");
+    return FALSE;
+  }
+  if (!check_known_args(args, known, why) ||
+      !get_int_arg(args, "target_bytes", 0, G_MAXINT64, &v, why))
+    return FALSE;
+  params->target_bytes = (uint64_t)v;
+  if (json_object_has_member(args, "level")) {
+    if (!get_string_arg(args, "level", &s, why))
+      return FALSE;
+    if (strcmp(s, "soft") == 0) {
+      params->level = PROTO_LEVEL_SOFT;
+    } else if (strcmp(s, "hard") == 0) {
+      params->level = PROTO_LEVEL_HARD;
+    } else {
+      *why = g_strdup("'level' must be \"soft\" or \"hard\"");
+      return FALSE;
+    }
+  }
+  if (json_object_has_member(args, "deadline_ms")) {
+    if (!get_int_arg(args, "deadline_ms", 1, PROTO_DEADLINE_MAX_MS, &v, why))
+      return FALSE;
+    params->deadline_ms = (uint32_t)v;
+  }
+  if (json_object_has_member(args, "reason")) {
+    unsigned r;
+
+    if (!get_string_arg(args, "reason", &s, why))
+      return FALSE;
+    for (r = 0; r <= PROTO_REASON_LAST; r++)
+      if (strcmp(s, proto_reason_name(r)) == 0)
+        break;
+    if (r > PROTO_REASON_LAST) {
+      *why = g_strdup_printf("unknown reason \"%s\"", s);
+      return FALSE;
+    }
+    params->reason = (proto_reason)r;
+  }
+  return TRUE;
+}
+
+static void cmd_shrink(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                       Call *call) {
+  g_autofree char *why = NULL;
+  g_autoptr(GError) error = NULL;
+  AgentRoundParams params = {
+      .level = PROTO_LEVEL_SOFT,
+      .deadline_ms = self->default_deadline_ms,
+      .reason = PROTO_REASON_MANUAL,
+  };
+  Call **slot;
+
+  if (!caller_is_privileged(caller)) {
+    call_error(call, "PermissionDenied", "only root may run a shrink round (uid %u)",
+               (unsigned)caller->uid);
+    return;
+  }
+  if (!shrink_params(args, &params, &why)) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  slot = g_new(Call *, 1);
+  *slot = call;
+  if (!agent_round_request(self->rounds, &params, shrink_done, slot, shrink_slot_free, &error)) {
+    g_free(slot);
+    call_error(call, "GenericError", "%s", error->message);
+  }
+}
+
+static void cmd_status(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                       Call *call) {
+  static const char *const known[] = {NULL};
+  g_autofree char *why = NULL;
+  GString *out;
+  AgentJsonWriter w;
+
+  if (!check_known_args(args, known, &why)) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  out = g_string_sized_new(4096);
+  reply_begin(&w, out);
+  write_status(&w, "return", self, caller_is_privileged(caller) ? -1 : (gint64)caller->uid);
+  call_finish(call, &w, out);
+}
+
+typedef void (*CommandFunc)(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                            Call *call);
+
+/* The command table: the host channel's commands will join here. */
+static const struct {
+  const char *name;
+  CommandFunc func;
+} commands[] = {
+    {"status", cmd_status},
+    {"shrink", cmd_shrink},
+};
+
+void agent_commands_dispatch(AgentCommands *self, JsonNode *request, const AgentCaller *caller,
+                             AgentCommandReplyFunc reply, gpointer user_data,
+                             GDestroyNotify destroy) {
+  static const char *const top_known[] = {"execute", "arguments", "id", NULL};
+  Call *call = g_new0(Call, 1);
+  g_autofree char *why = NULL;
+  JsonObject *top;
+  JsonNode *exec, *args = NULL;
+  const char *name;
+
+  call->reply = reply;
+  call->user_data = user_data;
+  call->destroy = destroy;
+  call->only_uid = -1;
+
+  if (!JSON_NODE_HOLDS_OBJECT(request)) {
+    call_error(call, "GenericError", "a request must be an object");
+    return;
+  }
+  top = json_node_get_object(request);
+  if (json_object_has_member(top, "id"))
+    call->id = json_node_copy(json_object_get_member(top, "id"));
+  if (!check_known_args(top, top_known, &why)) {
+    call_error(call, "GenericError", "request: %s", why);
+    return;
+  }
+  exec = json_object_get_member(top, "execute");
+  if (!exec || !JSON_NODE_HOLDS_VALUE(exec) || json_node_get_value_type(exec) != G_TYPE_STRING) {
+    call_error(call, "GenericError", "a request needs \"execute\": a command name");
+    return;
+  }
+  name = json_node_get_string(exec);
+  if (json_object_has_member(top, "arguments")) {
+    args = json_object_get_member(top, "arguments");
+    if (!JSON_NODE_HOLDS_OBJECT(args)) {
+      call_error(call, "InvalidParameter", "\"arguments\" must be an object");
+      return;
+    }
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
+    if (strcmp(commands[i].name, name) == 0) {
+      commands[i].func(self, args ? json_node_get_object(args) : NULL, caller, call);
+      return;
+    }
+  }
+  call_error(call, "CommandNotFound", "the command %s has not been found", name);
+}
+
+void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len,
+                                const AgentCaller *caller, AgentCommandReplyFunc reply,
+                                gpointer user_data, GDestroyNotify destroy) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) request = agent_commands_parse(text, len, &error);
+
+  if (!request) {
+    gsize n;
+    char *reply_text = agent_commands_error_text("GenericError", NULL, &n, "%s", error->message);
+
+    reply(reply_text, n, user_data);
+    if (destroy)
+      destroy(user_data);
+    return;
+  }
+  agent_commands_dispatch(self, request, caller, reply, user_data, destroy);
+}
+
+static void discard_reply(char *text, gsize len, gpointer user_data) {
+  g_free(text);
+}
+
+void agent_commands_warm_up(AgentCommands *self) {
+  static const char request[] = "{\"execute\":\"status\"}";
+  AgentCaller root = {AGENT_CALLER_LOCAL, 0, 0};
+
+  agent_commands_handle_text(self, request, sizeof(request) - 1, &root, discard_reply, NULL, NULL);
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The JSON commands, in the QEMU guest agent's style, independent of the
+ * transport: the local server feeds them the text of CONTROL messages, and
+ * the host channel will feed them what the host sends.
+ *
+ * Request:  {"execute": NAME, "arguments": {...}, "id": ANY}
+ *           ("arguments" and "id" optional; "id" is echoed in the reply)
+ * Reply:    {"return": {...}} or
+ *           {"error": {"class": CLASS, "desc": TEXT}}
+ * Classes:  GenericError (malformed request, a failure), CommandNotFound,
+ *           InvalidParameter (an argument missing, unknown, of the wrong
+ *           type or out of range), PermissionDenied.
+ *
+ * Commands:
+ *  - "status": see write_status() in commands.c for the shape.
+ *    A local caller that is not root sees only the shrinkers (and round
+ *    requests) of its own uid.
+ *  - "shrink": {"target_bytes": N (required, >= 0), "level": "soft"|"hard"
+ *    (default "soft"), "deadline_ms": 1..600000 (default: the agent's),
+ *    "reason": "manual"|"balloon"|"migration"|"pressure"|"host"|"unspecified"
+ *    (default "manual")}. Local root or the host only. Replies when the
+ *    round ends, with its report.
+ *
+ * Limits, as security bounds for text from any peer: at most
+ * AGENT_COMMAND_TEXT_MAX bytes and AGENT_COMMAND_NESTING_MAX levels of
+ * arrays/objects, checked on the text before json-glib sees it (its parser
+ * recurses, and has no depth knob).
+ *
+ * Main loop thread only.
+ */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <sys/types.h>
+
+#include "procfs.h"
+#include "registry.h"
+#include "round.h"
+
+#define AGENT_COMMAND_TEXT_MAX    (64 * 1024)
+#define AGENT_COMMAND_NESTING_MAX 16
+
+typedef enum {
+  AGENT_CALLER_LOCAL, /* a peer of the local socket */
+  AGENT_CALLER_HOST,  /* the host, over the channel: trusted like root */
+} AgentCallerKind;
+
+typedef struct {
+  AgentCallerKind kind;
+  uid_t uid; /* local: SO_PEERCRED; ignored for the host */
+  pid_t pid; /* local: SO_PEERCRED; 0 for the host */
+} AgentCaller;
+
+/* Receives a reply: JSON text of @len bytes, NUL-terminated (transfer
+ * full: g_free it). Text rather than a JsonNode: see json-writer.h. */
+typedef void (*AgentCommandReplyFunc)(char *text, gsize len, gpointer user_data);
+
+typedef struct AgentCommands AgentCommands;
+
+/*
+ * Makes the command layer over @registry, @rounds and @procfs (borrowed;
+ * they must outlive it). Rounds that name no deadline get
+ * @default_deadline_ms.
+ */
+AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, AgentProcfs *procfs,
+                                  uint32_t default_deadline_ms);
+
+/* Frees @self. Replies still pending (a shrink whose round runs) are
+ * delivered by the round runner's destroy path: none after this. NULL ok. */
+void agent_commands_free(AgentCommands *self);
+
+/*
+ * Parses @len bytes of @text as one request under the limits above.
+ * Returns the root node (transfer full), or NULL with @error
+ * (AGENT_ERROR_INVALID) saying what is wrong.
+ */
+JsonNode *agent_commands_parse(const char *text, gsize len, GError **error);
+
+/*
+ * Runs @request for @caller. @reply is called exactly once with the reply,
+ * possibly before this returns (status, errors) or later from the main
+ * loop (shrink); then @destroy on @user_data. If the round runner is freed
+ * before a shrink round ends, only @destroy runs.
+ */
+void agent_commands_dispatch(AgentCommands *self, JsonNode *request, const AgentCaller *caller,
+                             AgentCommandReplyFunc reply, gpointer user_data,
+                             GDestroyNotify destroy);
+
+/*
+ * agent_commands_parse() then agent_commands_dispatch(); a request that
+ * does not parse gets a GenericError reply (before this returns).
+ */
+void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len,
+                                const AgentCaller *caller, AgentCommandReplyFunc reply,
+                                gpointer user_data, GDestroyNotify destroy);
+
+/*
+ * Runs a status command and throws the reply away, so that the one-time
+ * work of the first command (json-glib's and GObject's type registration)
+ * happens at start-up, before main.c drops start-up pages and locks
+ * memory.
+ */
+void agent_commands_warm_up(AgentCommands *self);
+
+/*
+ * The text of {"error": {"class": @klass, "desc": ...}} (with "id": @id if
+ * @id is not NULL), for transports that must answer before a request is
+ * parsed. Returns newly allocated text; *@len (may be NULL) gets its
+ * length.
+ */
+char *agent_commands_error_text(const char *klass, JsonNode *id, gsize *len, const char *format,
+                                ...) G_GNUC_PRINTF(4, 5);

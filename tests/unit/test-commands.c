@@ -1,0 +1,1307 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The agent's core above the policy, without starting the daemon:
+ *  - commands: JSON limits, typed errors, permissions, the status shape;
+ *  - rounds: driven through the "shrink" command against fake clients on
+ *    socketpairs (all answer, one hangs, late replies, second pass, soft
+ *    before hard, a client gone mid-round, a full socket, the queue,
+ *    relief, bounded history);
+ *  - server: the real socket in a temporary directory (HELLO, typed
+ *    errors, garbage, limits, chunked replies, stale and busy sockets);
+ *  - settings (the config file) and units (shrinkctl's SIZE).
+ * Time-based checks use short deadlines with generous bounds.
+ */
+#include <CUnit/Basic.h>
+#include <errno.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "errors.h"
+#include "local-proto.h"
+#include "procfs.h"
+#include "registry.h"
+#include "round.h"
+#include "server.h"
+#include "settings.h"
+#include "units.h"
+
+/* ---- the agent under test ---- */
+
+static AgentProcfs *procfs;
+static AgentRegistry *reg;
+static AgentRounds *rounds;
+static AgentCommands *cmds;
+
+static void agent_up(unsigned queue_max, uint32_t max_shrinkers) {
+  AgentRoundConfig rc = {.miss_limit = 3, .soft_share_pct = 50, .queue_max = queue_max};
+
+  procfs = agent_procfs_new("/");
+  reg = agent_registry_new(max_shrinkers);
+  rounds = agent_rounds_new(reg, procfs, &rc);
+  cmds = agent_commands_new(reg, rounds, procfs, 1000);
+}
+
+static void agent_down(void) {
+  agent_commands_free(cmds);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  /* Let removed sources go. */
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+}
+
+/* ---- fake clients on socketpairs ---- */
+
+typedef enum { ANSWER_ALL, ANSWER_NONE, ANSWER_HALF, ANSWER_SOFTZERO } Mode;
+
+typedef struct {
+  int fd[2]; /* [0] the agent's end, [1] ours */
+  AgentClient *client;
+  Mode mode;
+  GArray *seen; /* proto_shrink */
+  guint relief;
+} Fake;
+
+static Fake *fake_new(const char *name, pid_t pid, uid_t uid, Mode mode) {
+  Fake *f = g_new0(Fake, 1);
+
+  g_assert(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, f->fd) == 0);
+  f->client = agent_registry_add_client(reg, f->fd[0], pid, uid, name);
+  f->mode = mode;
+  f->seen = g_array_new(FALSE, TRUE, sizeof(proto_shrink));
+  return f;
+}
+
+static void fake_add(Fake *f, uint32_t id, const char *name, uint16_t prio, gboolean has_est,
+                     uint64_t est) {
+  g_assert(agent_registry_add_shrinker(reg, f->client, id, name, prio, has_est, est, NULL));
+}
+
+/* The client's connection ends: the registry forgets it (as the server
+ * would do). */
+static void fake_disconnect(Fake *f) {
+  if (f->client)
+    agent_registry_remove_client(reg, f->client);
+  f->client = NULL;
+}
+
+static void fake_free(Fake *f) {
+  fake_disconnect(f);
+  close(f->fd[0]);
+  close(f->fd[1]);
+  g_array_free(f->seen, TRUE);
+  g_free(f);
+}
+
+static void fake_reply(Fake *f, uint64_t round_id, uint32_t id, uint64_t freed) {
+  proto_shrink_done d = {.round_id = round_id, .id = id, .freed_bytes = freed};
+
+  CU_ASSERT_TRUE(agent_round_handle_done(rounds, f->client, &d, NULL));
+}
+
+/* Reads what the agent sent and answers by the fake's mode. */
+static void fake_pump(Fake *f) {
+  static guint8 buf[PROTO_MSG_MAX];
+  proto_msg m;
+
+  while (f->client && proto_recv(f->fd[1], buf, &m, NULL) == 0) {
+    if (m.type == PROTO_MSG_RELIEF) {
+      f->relief++;
+      continue;
+    }
+    if (m.type != PROTO_MSG_SHRINK)
+      continue;
+    g_array_append_val(f->seen, m.u.shrink);
+    switch (f->mode) {
+    case ANSWER_ALL:
+      fake_reply(f, m.u.shrink.round_id, m.u.shrink.id, m.u.shrink.target_bytes);
+      break;
+    case ANSWER_HALF:
+      fake_reply(f, m.u.shrink.round_id, m.u.shrink.id, m.u.shrink.target_bytes / 2);
+      break;
+    case ANSWER_SOFTZERO:
+      fake_reply(f, m.u.shrink.round_id, m.u.shrink.id,
+                 m.u.shrink.level == PROTO_LEVEL_SOFT ? 0 : m.u.shrink.target_bytes);
+      break;
+    case ANSWER_NONE: break;
+    }
+  }
+}
+
+/* Takes a reply's text: it must be one JSON object; stored parsed. */
+static void store_reply(char *text, gsize len, gpointer user_data) {
+  JsonNode **slot = user_data;
+  g_autoptr(GError) error = NULL;
+  JsonNode *node = json_from_string(text, &error);
+
+  g_assert(*slot == NULL); /* exactly once */
+  CU_ASSERT_EQUAL(strlen(text), len);
+  if (!node || !JSON_NODE_HOLDS_OBJECT(node))
+    printf("\n    not a JSON object: %s (%s)", text, error ? error->message : "");
+  g_assert(node && JSON_NODE_HOLDS_OBJECT(node));
+  *slot = node;
+  g_free(text);
+}
+
+/* Runs the loop and the fakes until *@slot is set or @timeout_ms pass. */
+static void spin_until(JsonNode **slot, Fake **fakes, int n, int timeout_ms) {
+  gint64 end = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+
+  while (!*slot && g_get_monotonic_time() < end) {
+    for (int i = 0; i < n; i++)
+      fake_pump(fakes[i]);
+    if (!g_main_context_iteration(NULL, FALSE))
+      g_usleep(200);
+  }
+}
+
+/* Runs one command as @uid and returns the reply (NULL on timeout). */
+static JsonNode *run(const char *text, uid_t uid, Fake **fakes, int n, int timeout_ms) {
+  AgentCaller caller = {AGENT_CALLER_LOCAL, uid, 1};
+  JsonNode *reply = NULL;
+
+  agent_commands_handle_text(cmds, text, strlen(text), &caller, store_reply, &reply, NULL);
+  spin_until(&reply, fakes, n, timeout_ms);
+  return reply;
+}
+
+/* The "error" class of @reply, or NULL if it is a "return". */
+static const char *error_class(JsonNode *reply) {
+  JsonObject *top = json_node_get_object(reply);
+
+  if (!json_object_has_member(top, "error"))
+    return NULL;
+  return json_object_get_string_member(json_object_get_object_member(top, "error"), "class");
+}
+
+static JsonObject *ret_of(JsonNode *reply) {
+  JsonObject *top = json_node_get_object(reply);
+
+  if (!json_object_has_member(top, "return")) {
+    g_autofree char *text = json_to_string(reply, FALSE);
+    printf("\n    not a return: %s", text);
+    return NULL;
+  }
+  return json_object_get_object_member(top, "return");
+}
+
+static JsonObject *request_at(JsonObject *report, guint i) {
+  return json_array_get_object_element(json_object_get_array_member(report, "requests"), i);
+}
+
+static guint n_requests(JsonObject *report) {
+  return json_array_get_length(json_object_get_array_member(report, "requests"));
+}
+
+/* ---- commands ---- */
+
+static void test_parse_limits(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GString) deep = g_string_new(NULL);
+  g_autoptr(GString) big = g_string_new("{\"execute\":\"status\",\"id\":\"");
+  JsonNode *n;
+
+  for (int i = 0; i < AGENT_COMMAND_NESTING_MAX; i++)
+    g_string_append_c(deep, '[');
+  for (int i = 0; i < AGENT_COMMAND_NESTING_MAX; i++)
+    g_string_append_c(deep, ']');
+  n = agent_commands_parse(deep->str, deep->len, &error);
+  CU_ASSERT_PTR_NOT_NULL(n); /* exactly at the limit */
+  if (n)
+    json_node_unref(n);
+  g_string_prepend_c(deep, '[');
+  g_string_append_c(deep, ']');
+  CU_ASSERT_PTR_NULL(agent_commands_parse(deep->str, deep->len, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_INVALID));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "nests"));
+  g_clear_error(&error);
+
+  /* Brackets inside strings do not nest. */
+  {
+    const char *brackets = "{\"execute\":\"[[[[[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{{{{{{{{{{\\\"[[[\"}";
+
+    n = agent_commands_parse(brackets, strlen(brackets), NULL);
+  }
+  CU_ASSERT_PTR_NOT_NULL(n);
+  if (n)
+    json_node_unref(n);
+
+  while (big->len <= AGENT_COMMAND_TEXT_MAX)
+    g_string_append(big, "xxxxxxxxxxxxxxxx");
+  g_string_append(big, "\"}");
+  CU_ASSERT_PTR_NULL(agent_commands_parse(big->str, big->len, &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "limit"));
+  g_clear_error(&error);
+
+  CU_ASSERT_PTR_NULL(agent_commands_parse("{\"execute\": \"st\xff\"}", 18, &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "UTF-8"));
+  g_clear_error(&error);
+  CU_ASSERT_PTR_NULL(agent_commands_parse("{\"execute\": ", 12, &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "malformed"));
+  g_clear_error(&error);
+  CU_ASSERT_PTR_NULL(agent_commands_parse("", 0, &error));
+}
+
+static void test_dispatch_errors(void) {
+  static const struct {
+    const char *text;
+    uid_t uid;
+    const char *klass;
+  } rows[] = {
+      {"{\"execute\":\"nope\"}", 0, "CommandNotFound"},
+      {"{\"execute\":\"guest-ping\"}", 0, "CommandNotFound"},
+      {"{\"arguments\":{}}", 0, "GenericError"},
+      {"{\"execute\":5}", 0, "GenericError"},
+      {"[1,2]", 0, "GenericError"},
+      {"not json", 0, "GenericError"},
+      {"{\"execute\":\"status\",\"extra\":1}", 0, "GenericError"},
+      {"{\"execute\":\"status\",\"arguments\":[]}", 0, "InvalidParameter"},
+      {"{\"execute\":\"status\",\"arguments\":{\"x\":1}}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1}}", 1000, "PermissionDenied"},
+      {"{\"execute\":\"shrink\"}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{}}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":-1}}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1.5}}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":\"1M\"}}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"level\":\"medium\"}}", 0,
+       "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"deadline_ms\":0}}", 0,
+       "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"deadline_ms\":600001}}", 0,
+       "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"reason\":\"boredom\"}}", 0,
+       "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"hard\":true}}", 0,
+       "InvalidParameter"},
+  };
+
+  agent_up(8, 1024);
+  for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+    JsonNode *reply = run(rows[i].text, rows[i].uid, NULL, 0, 1000);
+    const char *klass;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    klass = error_class(reply);
+    if (!klass || strcmp(klass, rows[i].klass) != 0)
+      printf("\n    %s -> %s (want %s)", rows[i].text, klass ? klass : "return", rows[i].klass);
+    CU_ASSERT_PTR_NOT_NULL(klass);
+    if (klass)
+      CU_ASSERT_STRING_EQUAL(klass, rows[i].klass);
+    json_node_unref(reply);
+  }
+
+  /* The host is trusted like root; "id" is echoed. */
+  {
+    AgentCaller host = {AGENT_CALLER_HOST, 4242, 0};
+    JsonNode *reply = NULL;
+    const char *text = "{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":0},\"id\":\"abc\"}";
+
+    agent_commands_handle_text(cmds, text, strlen(text), &host, store_reply, &reply, NULL);
+    spin_until(&reply, NULL, 0, 2000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    CU_ASSERT_PTR_NULL(error_class(reply));
+    CU_ASSERT_STRING_EQUAL(json_object_get_string_member(json_node_get_object(reply), "id"), "abc");
+    json_node_unref(reply);
+  }
+  agent_down();
+}
+
+/* Replies are written by hand (json-writer.c): whatever goes in must come
+ * out as the same JSON. */
+static void test_reply_text(void) {
+  const char *text =
+      "{\"execute\":\"nope\",\"id\":{\"a\":[1,true,null,\"x\\\"y\\n\\u0001\u00e9\",-1.5e3,{}],"
+      "\"b\":{\"c\":[[]]}}}";
+  g_autoptr(JsonNode) request = json_from_string(text, NULL);
+  JsonNode *reply;
+  Fake *odd;
+  const char *odd_name = "we\"ird\\ \n\t\x01 name \xc3\xa9";
+  g_autofree char *err = NULL;
+  gsize len = 0;
+
+  agent_up(8, 1024);
+  reply = run(text, 0, NULL, 0, 1000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  CU_ASSERT_STRING_EQUAL(error_class(reply), "CommandNotFound");
+  CU_ASSERT_TRUE(json_node_equal(json_object_get_member(json_node_get_object(reply), "id"),
+                                 json_object_get_member(json_node_get_object(request), "id")));
+  json_node_unref(reply);
+
+  odd = fake_new(odd_name, 5, 0, ANSWER_ALL);
+  fake_add(odd, 1, odd_name, 50, TRUE, UINT64_MAX); /* clamped to INT64_MAX in JSON */
+  reply = run("{\"execute\":\"status\"}", 0, NULL, 0, 1000);
+  {
+    JsonObject *cl =
+        json_array_get_object_element(json_object_get_array_member(ret_of(reply), "clients"), 0);
+    JsonObject *sh =
+        json_array_get_object_element(json_object_get_array_member(cl, "shrinkers"), 0);
+
+    CU_ASSERT_STRING_EQUAL(json_object_get_string_member(cl, "name"), odd_name);
+    CU_ASSERT_STRING_EQUAL(json_object_get_string_member(sh, "name"), odd_name);
+    CU_ASSERT_EQUAL(json_object_get_int_member(sh, "estimate_bytes"), G_MAXINT64);
+  }
+  json_node_unref(reply);
+  fake_free(odd);
+
+  err = agent_commands_error_text("GenericError",
+                                  json_object_get_member(json_node_get_object(request), "id"), &len,
+                                  "bad \"%s\"", "thing");
+  CU_ASSERT_EQUAL(strlen(err), len);
+  {
+    g_autoptr(JsonNode) n = json_from_string(err, NULL);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(n);
+    CU_ASSERT_STRING_EQUAL(error_class(n), "GenericError");
+    CU_ASSERT_TRUE(json_object_has_member(json_node_get_object(n), "id"));
+  }
+  agent_down();
+}
+
+static const char *const status_keys[] = {"version", "pid",    "uptime_ms", "memory",
+                                          "clients", "rounds", "totals",    NULL};
+static const char *const shrinker_keys[] = {
+    "id",          "name",   "priority",           "estimate_bytes",  "asked", "asked_bytes",
+    "freed_bytes", "misses", "consecutive_misses", "skipped_in_soft", NULL};
+static const char *const report_keys[] = {"round_id",
+                                          "level",
+                                          "reason",
+                                          "target_bytes",
+                                          "deadline_ms",
+                                          "started_us",
+                                          "duration_us",
+                                          "fanout_us",
+                                          "claimed_bytes",
+                                          "measured_bytes",
+                                          "mem_available_before_bytes",
+                                          "mem_available_after_bytes",
+                                          "requests",
+                                          NULL};
+static const char *const request_keys[] = {"pid",      "client", "shrinker",    "id",
+                                           "pass",     "level",  "asked_bytes", "freed_bytes",
+                                           "reply_us", "missed", NULL};
+
+static gboolean has_keys(JsonObject *o, const char *const *keys) {
+  gboolean ok = TRUE;
+
+  for (const char *const *k = keys; *k; k++) {
+    if (!json_object_has_member(o, *k)) {
+      printf("\n    missing key %s", *k);
+      ok = FALSE;
+    }
+  }
+  return ok;
+}
+
+static void test_status(void) {
+  Fake *root_app, *user_app, *idle;
+  JsonNode *reply;
+  JsonObject *st, *mem, *cl, *sh;
+  JsonArray *clients;
+
+  agent_up(8, 1024);
+  root_app = fake_new("rootapp", 100, 0, ANSWER_ALL);
+  user_app = fake_new("userapp", 200, 1000, ANSWER_ALL);
+  idle = fake_new("shrinkctl", 300, 1000, ANSWER_ALL); /* no shrinkers: not listed */
+  fake_add(root_app, 1, "cache", 70, TRUE, 4096);
+  fake_add(user_app, 9, "heap", 50, FALSE, 0);
+
+  reply = run("{\"execute\":\"status\"}", 0, NULL, 0, 1000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  st = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+  CU_ASSERT_TRUE(has_keys(st, status_keys));
+  CU_ASSERT_EQUAL(json_object_get_int_member(st, "pid"), getpid());
+  mem = json_object_get_object_member(st, "memory");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(mem);
+  CU_ASSERT(json_object_get_int_member(mem, "mem_total_bytes") > 0);
+  CU_ASSERT(json_object_has_member(mem, "mem_available_bytes") &&
+            json_object_has_member(mem, "mem_free_bytes"));
+  clients = json_object_get_array_member(st, "clients");
+  CU_ASSERT_EQUAL_FATAL(json_array_get_length(clients), 2);
+  cl = json_array_get_object_element(clients, 0);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(cl, "name"), "rootapp");
+  CU_ASSERT_EQUAL(json_object_get_int_member(cl, "pid"), 100);
+  CU_ASSERT_EQUAL(json_object_get_int_member(cl, "uid"), 0);
+  sh = json_array_get_object_element(json_object_get_array_member(cl, "shrinkers"), 0);
+  CU_ASSERT_TRUE(has_keys(sh, shrinker_keys));
+  CU_ASSERT_EQUAL(json_object_get_int_member(sh, "estimate_bytes"), 4096);
+  CU_ASSERT_EQUAL(json_object_get_int_member(sh, "priority"), 70);
+  cl = json_array_get_object_element(clients, 1);
+  sh = json_array_get_object_element(json_object_get_array_member(cl, "shrinkers"), 0);
+  CU_ASSERT_TRUE(json_node_is_null(json_object_get_member(sh, "estimate_bytes")));
+  CU_ASSERT_TRUE(
+      has_keys(json_object_get_object_member(st, "totals"),
+               (const char *const[]){"rounds", "claimed_bytes", "measured_bytes", NULL}));
+  json_node_unref(reply);
+
+  /* A user sees only its own. */
+  reply = run("{\"execute\":\"status\"}", 1000, NULL, 0, 1000);
+  st = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+  clients = json_object_get_array_member(st, "clients");
+  CU_ASSERT_EQUAL_FATAL(json_array_get_length(clients), 1);
+  CU_ASSERT_STRING_EQUAL(
+      json_object_get_string_member(json_array_get_object_element(clients, 0), "name"), "userapp");
+  json_node_unref(reply);
+  reply = run("{\"execute\":\"status\"}", 4321, NULL, 0, 1000);
+  CU_ASSERT_EQUAL(json_array_get_length(json_object_get_array_member(ret_of(reply), "clients")), 0);
+  json_node_unref(reply);
+
+  fake_free(root_app);
+  fake_free(user_app);
+  fake_free(idle);
+  agent_down();
+}
+
+/* ---- rounds ---- */
+
+static void test_round_all_answer(void) {
+  Fake *a, *b;
+  Fake *fakes[2];
+  JsonNode *reply;
+  JsonObject *rep;
+  gint64 t0 = g_get_monotonic_time();
+
+  agent_up(8, 1024);
+  a = fake_new("a", 11, 0, ANSWER_ALL);
+  b = fake_new("b", 12, 0, ANSWER_ALL);
+  fake_add(a, 1, "big", 50, TRUE, 3 << 20);
+  fake_add(b, 2, "small", 50, TRUE, 1 << 20);
+  fakes[0] = a;
+  fakes[1] = b;
+  reply =
+      run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":2097152,\"deadline_ms\":5000}}",
+          0, fakes, 2, 3000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_TRUE(has_keys(rep, report_keys));
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "claimed_bytes"), 2097152);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(rep, "level"), "soft");
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(rep, "reason"), "manual");
+  CU_ASSERT_EQUAL_FATAL(n_requests(rep), 2);
+  CU_ASSERT_TRUE(has_keys(request_at(rep, 0), request_keys));
+  /* Split 3:1 by estimate. */
+  CU_ASSERT_EQUAL(json_object_get_int_member(request_at(rep, 0), "asked_bytes"), 1572864);
+  CU_ASSERT_EQUAL(json_object_get_int_member(request_at(rep, 1), "asked_bytes"), 524288);
+  CU_ASSERT_FALSE(json_object_get_boolean_member(request_at(rep, 0), "missed"));
+  CU_ASSERT(json_object_get_int_member(request_at(rep, 0), "reply_us") >= 0);
+  CU_ASSERT_EQUAL(json_object_get_int_member(request_at(rep, 0), "pass"), 1);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(request_at(rep, 1), "client"), "b");
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(request_at(rep, 1), "shrinker"), "small");
+  /* Answered well before the deadline, and measured. */
+  CU_ASSERT(g_get_monotonic_time() - t0 < 2000 * 1000);
+  CU_ASSERT(json_object_get_int_member(rep, "duration_us") < 2000 * 1000);
+  CU_ASSERT(json_object_get_int_member(rep, "fanout_us") >= 0);
+  CU_ASSERT_FALSE(json_node_is_null(json_object_get_member(rep, "measured_bytes")));
+  CU_ASSERT(json_object_get_int_member(rep, "started_us") > 0);
+  CU_ASSERT_EQUAL(a->seen->len, 1);
+  CU_ASSERT_EQUAL(g_array_index(a->seen, proto_shrink, 0).reason, PROTO_REASON_MANUAL);
+  CU_ASSERT(g_array_index(a->seen, proto_shrink, 0).deadline_ms <= 5000);
+  json_node_unref(reply);
+  fake_free(a);
+  fake_free(b);
+  agent_down();
+}
+
+static AgentShrinker *first_shrinker(Fake *f) {
+  return g_queue_peek_head(&f->client->shrinkers);
+}
+
+static void test_round_hung_client(void) {
+  Fake *good, *hung;
+  Fake *fakes[2];
+  JsonNode *reply;
+  JsonObject *rep;
+  gint64 t0;
+
+  agent_up(8, 1024);
+  good = fake_new("good", 21, 0, ANSWER_HALF);
+  hung = fake_new("hung", 22, 0, ANSWER_NONE);
+  fake_add(good, 1, "g", 50, FALSE, 0);
+  fake_add(hung, 1, "h", 50, FALSE, 0);
+  fakes[0] = good;
+  fakes[1] = hung;
+
+  /* Three soft rounds: the hung one misses each, and does not hold the
+   * round past its deadline. */
+  for (int i = 0; i < 3; i++) {
+    t0 = g_get_monotonic_time();
+    reply =
+        run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1000,\"deadline_ms\":150}}", 0,
+            fakes, 2, 3000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    rep = ret_of(reply);
+    CU_ASSERT(g_get_monotonic_time() - t0 >= 140 * 1000);
+    CU_ASSERT(g_get_monotonic_time() - t0 < 1000 * 1000);
+    CU_ASSERT_EQUAL(n_requests(rep), 2);
+    CU_ASSERT_TRUE(json_object_get_boolean_member(request_at(rep, 1), "missed"));
+    CU_ASSERT_TRUE(json_node_is_null(json_object_get_member(request_at(rep, 1), "reply_us")));
+    CU_ASSERT_FALSE(json_object_get_boolean_member(request_at(rep, 0), "missed"));
+    CU_ASSERT_EQUAL(json_object_get_int_member(rep, "claimed_bytes"), 250); /* half of 500 */
+    CU_ASSERT_EQUAL(first_shrinker(hung)->consecutive_misses, (uint32_t)i + 1);
+    json_node_unref(reply);
+  }
+  CU_ASSERT_TRUE(agent_round_skips_in_soft(rounds, first_shrinker(hung)));
+  CU_ASSERT_FALSE(agent_round_skips_in_soft(rounds, first_shrinker(good)));
+
+  /* A fourth soft round skips it: nothing to wait for. */
+  t0 = g_get_monotonic_time();
+  reply = run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1000,\"deadline_ms\":5000}}",
+              0, fakes, 2, 3000);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT(g_get_monotonic_time() - t0 < 1000 * 1000);
+  CU_ASSERT_EQUAL(n_requests(rep), 1);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(request_at(rep, 0), "client"), "good");
+  json_node_unref(reply);
+
+  /* Status says so. */
+  reply = run("{\"execute\":\"status\"}", 0, NULL, 0, 1000);
+  {
+    JsonArray *clients = json_object_get_array_member(ret_of(reply), "clients");
+    JsonObject *h = json_array_get_object_element(
+        json_object_get_array_member(json_array_get_object_element(clients, 1), "shrinkers"), 0);
+
+    CU_ASSERT_TRUE(json_object_get_boolean_member(h, "skipped_in_soft"));
+    CU_ASSERT_EQUAL(json_object_get_int_member(h, "consecutive_misses"), 3);
+    CU_ASSERT_EQUAL(json_object_get_int_member(h, "misses"), 3);
+  }
+  json_node_unref(reply);
+
+  /* A hard round: its soft phase skips the hung one, its hard phase asks
+   * it anyway. */
+  reply = run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1000,\"level\":\"hard\","
+              "\"deadline_ms\":200}}",
+              0, fakes, 2, 3000);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  {
+    gboolean hung_soft = FALSE, hung_hard = FALSE;
+
+    for (guint i = 0; i < n_requests(rep); i++) {
+      JsonObject *r = request_at(rep, i);
+
+      if (strcmp(json_object_get_string_member(r, "client"), "hung") != 0)
+        continue;
+      if (strcmp(json_object_get_string_member(r, "level"), "soft") == 0)
+        hung_soft = TRUE;
+      else
+        hung_hard = TRUE;
+    }
+    CU_ASSERT_FALSE(hung_soft);
+    CU_ASSERT_TRUE(hung_hard);
+  }
+  json_node_unref(reply);
+
+  /* A late reply counts in its figures, not in the round, and does not
+   * reset its misses. */
+  {
+    AgentShrinker *h = first_shrinker(hung);
+    const GQueue *hist = agent_round_history(rounds);
+    const AgentRoundReport *last = g_queue_peek_tail((GQueue *)hist);
+    uint64_t claimed_before = last->claimed_bytes;
+    uint32_t misses_before = h->consecutive_misses;
+    proto_shrink late = g_array_index(hung->seen, proto_shrink, 0);
+
+    CU_ASSERT_EQUAL(h->freed_bytes, 0);
+    fake_reply(hung, late.round_id, late.id, 777);
+    CU_ASSERT_EQUAL(h->freed_bytes, 777);
+    CU_ASSERT_EQUAL(h->last_freed_bytes, 777);
+    CU_ASSERT_EQUAL(last->claimed_bytes, claimed_before);
+    CU_ASSERT_EQUAL(h->consecutive_misses, misses_before);
+  }
+  fake_free(good);
+  fake_free(hung);
+  agent_down();
+}
+
+static void test_round_second_pass(void) {
+  Fake *full, *half;
+  Fake *fakes[2];
+  JsonNode *reply;
+  JsonObject *rep, *r;
+
+  agent_up(8, 1024);
+  full = fake_new("full", 31, 0, ANSWER_ALL);
+  half = fake_new("half", 32, 0, ANSWER_HALF);
+  fake_add(full, 1, "f", 50, FALSE, 0);
+  fake_add(half, 1, "h", 50, FALSE, 0);
+  fakes[0] = full;
+  fakes[1] = half;
+  reply = run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1000,\"deadline_ms\":5000}}",
+              0, fakes, 2, 3000);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  /* Pass 1: 500 each; "full" frees 500, "half" 250. Pass 2: the 250
+   * missing go to "full" only, which delivered its whole ask. */
+  CU_ASSERT_EQUAL_FATAL(n_requests(rep), 3);
+  r = request_at(rep, 2);
+  CU_ASSERT_EQUAL(json_object_get_int_member(r, "pass"), 2);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(r, "client"), "full");
+  CU_ASSERT_EQUAL(json_object_get_int_member(r, "asked_bytes"), 250);
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "claimed_bytes"), 1000);
+  /* The second request's deadline is what is left of the phase. */
+  CU_ASSERT_EQUAL_FATAL(full->seen->len, 2);
+  CU_ASSERT(g_array_index(full->seen, proto_shrink, 1).deadline_ms <= 5000);
+  json_node_unref(reply);
+  fake_free(full);
+  fake_free(half);
+  agent_down();
+}
+
+static void test_round_soft_before_hard(void) {
+  Fake *osv;
+  JsonNode *reply;
+  JsonObject *rep;
+
+  agent_up(8, 1024);
+  osv = fake_new("osv", 41, 0, ANSWER_SOFTZERO);
+  fake_add(osv, 1, "heap", 50, FALSE, 0);
+  reply = run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":4096,\"level\":\"hard\","
+              "\"deadline_ms\":2000}}",
+              0, &osv, 1, 3000);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_EQUAL_FATAL(osv->seen->len, 2);
+  CU_ASSERT_EQUAL(g_array_index(osv->seen, proto_shrink, 0).level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(g_array_index(osv->seen, proto_shrink, 1).level, PROTO_LEVEL_HARD);
+  CU_ASSERT(g_array_index(osv->seen, proto_shrink, 0).deadline_ms <= 1000); /* half of 2000 */
+  CU_ASSERT_EQUAL(g_array_index(osv->seen, proto_shrink, 1).target_bytes, 4096);
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "claimed_bytes"), 4096);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(rep, "level"), "hard");
+  CU_ASSERT(json_object_get_int_member(rep, "duration_us") < 1000 * 1000);
+  json_node_unref(reply);
+
+  /* A soft round never asks hard. */
+  g_array_set_size(osv->seen, 0);
+  reply = run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":4096,\"deadline_ms\":300}}",
+              0, &osv, 1, 3000);
+  CU_ASSERT_EQUAL(osv->seen->len, 1); /* no pass 2 either: it freed 0 of its ask */
+  json_node_unref(reply);
+  fake_free(osv);
+  agent_down();
+}
+
+static void test_round_client_gone(void) {
+  Fake *gone, *good;
+  Fake *fakes[2];
+  JsonNode *reply = NULL;
+  JsonObject *rep;
+  AgentCaller root = {AGENT_CALLER_LOCAL, 0, 1};
+  const char *text =
+      "{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":2000,\"deadline_ms\":10000}}";
+  gint64 t0 = g_get_monotonic_time();
+
+  agent_up(8, 1024);
+  gone = fake_new("gone", 51, 0, ANSWER_NONE);
+  good = fake_new("good", 52, 0, ANSWER_ALL);
+  fake_add(gone, 1, "x", 50, FALSE, 0);
+  fake_add(gone, 2, "y", 50, FALSE, 0);
+  fake_add(good, 1, "z", 50, FALSE, 0);
+  fakes[0] = gone;
+  fakes[1] = good;
+  agent_commands_handle_text(cmds, text, strlen(text), &root, store_reply, &reply, NULL);
+  /* Wait until the requests are out, then the client dies. */
+  while (gone->seen->len < 2 && g_get_monotonic_time() - t0 < 2000 * 1000) {
+    fake_pump(gone);
+    fake_pump(good);
+    g_main_context_iteration(NULL, FALSE);
+  }
+  CU_ASSERT_EQUAL(gone->seen->len, 2);
+  fake_disconnect(gone);
+  CU_ASSERT_EQUAL(agent_registry_n_shrinkers(reg), 1);
+  spin_until(&reply, fakes, 2, 3000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = ret_of(reply);
+  CU_ASSERT(g_get_monotonic_time() - t0 < 2000 * 1000); /* not the 10 s deadline */
+  for (guint i = 0; i < n_requests(rep); i++) {
+    JsonObject *r = request_at(rep, i);
+
+    if (strcmp(json_object_get_string_member(r, "client"), "gone") == 0)
+      CU_ASSERT_TRUE(json_object_get_boolean_member(r, "missed"));
+  }
+  json_node_unref(reply);
+  fake_free(gone);
+  fake_free(good);
+  agent_down();
+}
+
+static void test_round_full_socket(void) {
+  Fake *stuffed;
+  JsonNode *reply;
+  JsonObject *rep;
+  proto_msg filler = {.type = PROTO_MSG_RELIEF};
+  gint64 t0;
+  int sent = 0;
+
+  agent_up(8, 1024);
+  stuffed = fake_new("stuffed", 61, 0, ANSWER_NONE);
+  fake_add(stuffed, 1, "s", 50, FALSE, 0);
+  /* The client never reads: fill its socket. */
+  while (proto_send(stuffed->fd[0], &filler, true) == 0 && sent < 1000000)
+    sent++;
+  t0 = g_get_monotonic_time();
+  reply = run("{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":100,\"deadline_ms\":10000}}",
+              0, NULL, 0, 3000);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT(g_get_monotonic_time() - t0 < 1000 * 1000); /* never blocked, never waited */
+  CU_ASSERT_EQUAL_FATAL(n_requests(rep), 1);
+  CU_ASSERT_TRUE(json_object_get_boolean_member(request_at(rep, 0), "missed"));
+  CU_ASSERT_EQUAL(first_shrinker(stuffed)->misses, 1);
+  json_node_unref(reply);
+  fake_free(stuffed);
+  agent_down();
+}
+
+static void test_round_queue_and_history(void) {
+  AgentCaller root = {AGENT_CALLER_LOCAL, 0, 1};
+  const char *text = "{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":0}}";
+  JsonNode *r1 = NULL, *r2 = NULL, *r3 = NULL;
+  uint64_t n_rounds;
+
+  agent_up(2, 1024);
+  agent_commands_handle_text(cmds, text, strlen(text), &root, store_reply, &r1, NULL);
+  agent_commands_handle_text(cmds, text, strlen(text), &root, store_reply, &r2, NULL);
+  /* Queue of 2 is full: refused at once, not merged. */
+  agent_commands_handle_text(cmds, text, strlen(text), &root, store_reply, &r3, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r3);
+  CU_ASSERT_PTR_NULL(r1);
+  CU_ASSERT_STRING_EQUAL(error_class(r3), "GenericError");
+  spin_until(&r2, NULL, 0, 2000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r1);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r2);
+  CU_ASSERT_EQUAL(json_object_get_int_member(ret_of(r1), "round_id") + 1,
+                  json_object_get_int_member(ret_of(r2), "round_id"));
+  json_node_unref(r1);
+  json_node_unref(r2);
+  json_node_unref(r3);
+
+  /* 20 more: the history keeps the last 16. */
+  for (int i = 0; i < 20; i++)
+    json_node_unref(run(text, 0, NULL, 0, 1000));
+  agent_round_totals(rounds, &n_rounds, NULL, NULL);
+  CU_ASSERT_EQUAL(n_rounds, 22);
+  CU_ASSERT_EQUAL(g_queue_get_length((GQueue *)agent_round_history(rounds)), 16);
+  CU_ASSERT_EQUAL(
+      ((AgentRoundReport *)g_queue_peek_tail((GQueue *)agent_round_history(rounds)))->round_id, 22);
+  CU_ASSERT_FALSE(agent_round_is_running(rounds));
+  agent_down();
+}
+
+static void test_relief_and_done_errors(void) {
+  Fake *a, *b, *bare;
+  proto_shrink_done d = {.round_id = 1, .id = 99};
+  g_autoptr(GError) error = NULL;
+
+  agent_up(8, 1024);
+  a = fake_new("a", 71, 0, ANSWER_ALL);
+  b = fake_new("b", 72, 1000, ANSWER_ALL);
+  bare = fake_new("shrinkctl", 73, 0, ANSWER_ALL);
+  fake_add(a, 1, "x", 50, FALSE, 0);
+  fake_add(b, 1, "y", 50, FALSE, 0);
+  CU_ASSERT_EQUAL(agent_round_send_relief(rounds, 5, PROTO_REASON_BALLOON), 2);
+  fake_pump(a);
+  fake_pump(b);
+  fake_pump(bare);
+  CU_ASSERT_EQUAL(a->relief, 1);
+  CU_ASSERT_EQUAL(b->relief, 1);
+  CU_ASSERT_EQUAL(bare->relief, 0);
+
+  CU_ASSERT_FALSE(agent_round_handle_done(rounds, a->client, &d, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_PROTO_ERROR, PROTO_ERR_UNKNOWN_ID));
+  g_clear_error(&error);
+  d.id = 1; /* known, but never asked */
+  CU_ASSERT_FALSE(agent_round_handle_done(rounds, a->client, &d, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_PROTO_ERROR, PROTO_ERR_STATE));
+  fake_free(a);
+  fake_free(b);
+  fake_free(bare);
+  agent_down();
+}
+
+/* ---- server ---- */
+
+static char *tmpdir;
+
+static char *sock_path(void) {
+  return g_build_filename(tmpdir, "run", "shrinkd.sock", NULL);
+}
+
+static int client_connect(const char *path) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* Receives one message while running the loop. Returns 0, -ECONNRESET at
+ * end of stream, or -ETIMEDOUT. */
+static int client_recv(int fd, proto_msg *m, guint8 *buf) {
+  gint64 end = g_get_monotonic_time() + 2000 * 1000;
+
+  while (g_get_monotonic_time() < end) {
+    int rc = proto_recv(fd, buf, m, NULL);
+
+    if (rc != -EAGAIN)
+      return rc;
+    if (!g_main_context_iteration(NULL, FALSE))
+      g_usleep(200);
+  }
+  return -ETIMEDOUT;
+}
+
+static void client_send(int fd, const proto_msg *m) {
+  CU_ASSERT_EQUAL(proto_send(fd, m, false), 0);
+}
+
+static int client_hello(const char *path, const char *name, guint8 *buf) {
+  proto_msg m = {.type = PROTO_MSG_HELLO};
+  int fd = client_connect(path);
+
+  m.u.hello.min_version = 1;
+  m.u.hello.max_version = 1;
+  m.u.hello.name = name;
+  client_send(fd, &m);
+  CU_ASSERT_EQUAL(client_recv(fd, &m, buf), 0);
+  CU_ASSERT_EQUAL(m.type, PROTO_MSG_WELCOME);
+  return fd;
+}
+
+static void expect_error(int fd, proto_error code, guint8 *buf) {
+  proto_msg m;
+
+  CU_ASSERT_EQUAL_FATAL(client_recv(fd, &m, buf), 0);
+  CU_ASSERT_EQUAL(m.type, PROTO_MSG_ERROR);
+  if (m.type == PROTO_MSG_ERROR)
+    CU_ASSERT_EQUAL(m.u.error.code, code);
+}
+
+static void expect_eof(int fd, guint8 *buf) {
+  proto_msg m;
+
+  CU_ASSERT_EQUAL(client_recv(fd, &m, buf), -ECONNRESET);
+}
+
+static void register_one(int fd, uint32_t id, const char *name) {
+  proto_msg m = {.type = PROTO_MSG_REGISTER};
+
+  m.u.reg.id = id;
+  m.u.reg.priority = 50;
+  m.u.reg.name = name;
+  client_send(fd, &m);
+}
+
+/* Waits until the agent has taken what was sent. */
+static void settle(void) {
+  for (int i = 0; i < 50; i++) {
+    g_main_context_iteration(NULL, FALSE);
+    g_usleep(200);
+  }
+}
+
+static void test_server_protocol(void) {
+  static guint8 buf[PROTO_MSG_MAX];
+  g_autofree char *path = sock_path();
+  g_autoptr(GError) error = NULL;
+  AgentServer *server;
+  proto_msg m;
+  struct stat st;
+  int fd, other;
+
+  agent_up(8, 4);
+  server = agent_server_new(path, 64, reg, rounds, cmds, &error);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(server);
+  CU_ASSERT_EQUAL(stat(path, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0777, 0666);
+
+  /* Garbage: a typed error, then the door. */
+  fd = client_connect(path);
+  CU_ASSERT_EQUAL(send(fd, "\x01\x63garbage!", 10, 0), 10);
+  expect_error(fd, PROTO_ERR_LENGTH, buf);
+  expect_eof(fd, buf);
+  close(fd);
+
+  /* Anything before HELLO. */
+  fd = client_connect(path);
+  register_one(fd, 1, "early");
+  expect_error(fd, PROTO_ERR_STATE, buf);
+  expect_eof(fd, buf);
+  close(fd);
+
+  /* No common version. */
+  fd = client_connect(path);
+  m = (proto_msg){.type = PROTO_MSG_HELLO};
+  m.u.hello.min_version = 7;
+  m.u.hello.max_version = 9;
+  m.u.hello.name = "future";
+  client_send(fd, &m);
+  expect_error(fd, PROTO_ERR_VERSION, buf);
+  expect_eof(fd, buf);
+  close(fd);
+
+  /* A good client; semantic errors keep the connection. */
+  fd = client_hello(path, "app", buf);
+  register_one(fd, 1, "one");
+  register_one(fd, 1, "again");
+  expect_error(fd, PROTO_ERR_DUPLICATE, buf);
+  m = (proto_msg){.type = PROTO_MSG_UNREGISTER};
+  m.u.unreg.id = 9;
+  client_send(fd, &m);
+  expect_error(fd, PROTO_ERR_UNKNOWN_ID, buf);
+  for (uint32_t id = 2; id <= 4; id++)
+    register_one(fd, id, "more");
+  register_one(fd, 5, "one too many"); /* max 4 */
+  expect_error(fd, PROTO_ERR_LIMIT, buf);
+  m = (proto_msg){.type = PROTO_MSG_ESTIMATE};
+  m.u.estimate.id = 2;
+  m.u.estimate.flags = PROTO_REGISTER_HAS_ESTIMATE;
+  m.u.estimate.estimate_bytes = 12345;
+  client_send(fd, &m);
+  settle();
+  CU_ASSERT_EQUAL(agent_registry_n_shrinkers(reg), 4);
+  CU_ASSERT_EQUAL(agent_server_n_peers(server), 1);
+
+  /* A message only the agent sends. */
+  other = client_hello(path, "confused", buf);
+  m = (proto_msg){.type = PROTO_MSG_WELCOME};
+  m.u.welcome.version = 1;
+  client_send(other, &m);
+  expect_error(other, PROTO_ERR_STATE, buf);
+  expect_eof(other, buf);
+  close(other);
+
+  /* CONTROL from a user: status, own shrinkers only (we are root here). */
+  other = client_hello(path, "shrinkctl", buf);
+  m = (proto_msg){.type = PROTO_MSG_CONTROL};
+  m.u.control.request_id = 77;
+  m.u.control.text = "{\"execute\":\"status\"}";
+  m.u.control.text_len = (uint32_t)strlen(m.u.control.text);
+  client_send(other, &m);
+  CU_ASSERT_EQUAL_FATAL(client_recv(other, &m, buf), 0);
+  CU_ASSERT_EQUAL(m.type, PROTO_MSG_CONTROL_REPLY);
+  CU_ASSERT_EQUAL(m.u.control.request_id, 77);
+  CU_ASSERT_EQUAL(m.u.control.flags, 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(m.u.control.text, "\"estimate_bytes\":12345"));
+  close(other);
+
+  /* Its connection goes: so do its shrinkers. */
+  close(fd);
+  settle();
+  CU_ASSERT_EQUAL(agent_registry_n_shrinkers(reg), 0);
+  CU_ASSERT_EQUAL(agent_server_n_peers(server), 0);
+
+  agent_server_free(server);
+  CU_ASSERT_NOT_EQUAL(stat(path, &st), 0); /* removed */
+  agent_down();
+}
+
+/* A peer that floods is read AGENT_SERVER_BURST packets per wake-up: a
+ * newcomer is answered within the first iterations, not after the flood. */
+static void test_server_flood(void) {
+  static guint8 buf[PROTO_MSG_MAX];
+  g_autofree char *path = sock_path();
+  AgentServer *server;
+  proto_msg m = {.type = PROTO_MSG_ESTIMATE};
+  int flood, late, queued = 0, iterations = 0;
+
+  agent_up(8, 1024);
+  server = agent_server_new(path, 64, reg, rounds, cmds, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(server);
+  flood = client_hello(path, "flood", buf);
+  register_one(flood, 1, "x");
+  settle();
+  m.u.estimate.id = 1;
+  m.u.estimate.flags = PROTO_REGISTER_HAS_ESTIMATE;
+  while (queued < 100000 && proto_send(flood, &m, true) == 0)
+    queued++;
+  CU_ASSERT(queued > 4 * AGENT_SERVER_BURST);
+
+  late = client_connect(path);
+  m = (proto_msg){.type = PROTO_MSG_HELLO};
+  m.u.hello.min_version = 1;
+  m.u.hello.max_version = 1;
+  m.u.hello.name = "late";
+  client_send(late, &m);
+  while (iterations < 1000) {
+    g_main_context_iteration(NULL, FALSE);
+    iterations++;
+    if (proto_recv(late, buf, &m, NULL) == 0)
+      break;
+  }
+  CU_ASSERT_EQUAL(m.type, PROTO_MSG_WELCOME);
+  CU_ASSERT(iterations <= 3);
+  /* The flood is still waiting on the agent's side of its socket. */
+  {
+    const AgentClient *flooder = g_queue_peek_head((GQueue *)agent_registry_clients(reg));
+    int pending = 0;
+
+    CU_ASSERT_STRING_EQUAL(flooder->name, "flood");
+    CU_ASSERT_EQUAL(ioctl(flooder->fd, FIONREAD, &pending), 0);
+    CU_ASSERT(pending > 0);
+  }
+  close(late);
+  close(flood);
+  agent_server_free(server);
+  agent_down();
+}
+
+static void test_server_chunked_reply(void) {
+  static guint8 buf[PROTO_MSG_MAX];
+  g_autofree char *path = sock_path();
+  g_autoptr(GString) text = g_string_new(NULL);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  AgentServer *server;
+  proto_msg m;
+  int fd, ctl, chunks = 0;
+  char name[PROTO_NAME_MAX];
+
+  agent_up(8, 1024);
+  server = agent_server_new(path, 64, reg, rounds, cmds, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(server);
+  fd = client_hello(path, "many", buf);
+  for (uint32_t id = 0; id < 1024; id++) {
+    memset(name, 'n', sizeof(name) - 1);
+    name[sizeof(name) - 1] = '\0';
+    register_one(fd, id, name);
+    if (id % 64 == 0)
+      settle();
+  }
+  settle();
+  CU_ASSERT_EQUAL(agent_registry_n_shrinkers(reg), 1024);
+
+  ctl = client_hello(path, "shrinkctl", buf);
+  m = (proto_msg){.type = PROTO_MSG_CONTROL};
+  m.u.control.request_id = 5;
+  m.u.control.text = "{\"execute\":\"status\"}";
+  m.u.control.text_len = (uint32_t)strlen(m.u.control.text);
+  client_send(ctl, &m);
+  do {
+    CU_ASSERT_EQUAL_FATAL(client_recv(ctl, &m, buf), 0);
+    CU_ASSERT_EQUAL_FATAL(m.type, PROTO_MSG_CONTROL_REPLY);
+    g_string_append_len(text, m.u.control.text, m.u.control.text_len);
+    chunks++;
+  } while (m.u.control.flags & PROTO_CONTROL_MORE);
+  CU_ASSERT(chunks > 1);
+  CU_ASSERT(text->len > PROTO_CONTROL_TEXT_MAX);
+  CU_ASSERT_TRUE(json_parser_load_from_data(parser, text->str, (gssize)text->len, NULL));
+  close(ctl);
+  close(fd);
+  agent_server_free(server);
+  agent_down();
+}
+
+static void test_server_stale_and_busy(void) {
+  g_autofree char *path = sock_path();
+  g_autofree char *dir = g_path_get_dirname(path);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_autoptr(GError) error = NULL;
+  AgentServer *server, *second;
+  int fd;
+
+  agent_up(8, 1024);
+  /* A socket file nobody listens on: removed and replaced. */
+  g_mkdir_with_parents(dir, 0755);
+  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+  CU_ASSERT_EQUAL(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+  close(fd);
+  server = agent_server_new(path, 64, reg, rounds, cmds, &error);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(server);
+
+  /* Somebody listens: refuse. */
+  second = agent_server_new(path, 64, reg, rounds, cmds, &error);
+  CU_ASSERT_PTR_NULL(second);
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_IN_USE));
+  g_clear_error(&error);
+  agent_server_free(server);
+
+  /* Not a socket: refuse, leave it alone. */
+  CU_ASSERT_TRUE(g_file_set_contents(path, "precious", -1, NULL));
+  CU_ASSERT_PTR_NULL(agent_server_new(path, 64, reg, rounds, cmds, &error));
+  CU_ASSERT_TRUE(g_file_test(path, G_FILE_TEST_IS_REGULAR));
+  g_unlink(path);
+  g_clear_error(&error);
+
+  /* The directory is made if missing. */
+  g_rmdir(dir);
+  server = agent_server_new(path, 64, reg, rounds, cmds, &error);
+  CU_ASSERT_PTR_NOT_NULL(server);
+  agent_server_free(server);
+  agent_down();
+}
+
+/* ---- settings ---- */
+
+static void test_settings(void) {
+  g_autofree char *file = g_build_filename(tmpdir, "shrinkd.conf", NULL);
+  g_autofree char *missing = g_build_filename(tmpdir, "absent.conf", NULL);
+  g_autoptr(GError) error = NULL;
+  AgentSettings s;
+  static const struct {
+    const char *text;
+    const char *mentions; /* NULL: loads */
+  } bad[] = {
+      {"[shrinkd\nx=1\n", "shrinkd.conf"},
+      {"[shrinkd]\ndeadline_ms=0\n", "deadline_ms"},
+      {"[shrinkd]\ndeadline_ms=600001\n", "deadline_ms"},
+      {"[shrinkd]\ndeadline_ms=fast\n", "deadline_ms"},
+      {"[shrinkd]\nmiss_limit=-1\n", "miss_limit"},
+      {"[shrinkd]\nsoft_share_percent=100\n", "soft_share_percent"},
+      {"[shrinkd]\nmlock=maybe\n", "mlock"},
+      {"[shrinkd]\nsocket=relative.sock\n", "socket"},
+  };
+
+  agent_settings_init(&s);
+  CU_ASSERT_EQUAL(s.deadline_ms, 1000);
+  CU_ASSERT_EQUAL(s.miss_limit, 3);
+  CU_ASSERT_TRUE(s.mlock);
+  CU_ASSERT_TRUE(agent_settings_load_file(&s, missing, FALSE, &error));
+  CU_ASSERT_FALSE(agent_settings_load_file(&s, missing, TRUE, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_NOT_FOUND));
+  g_clear_error(&error);
+
+  CU_ASSERT_TRUE(
+      g_file_set_contents(file,
+                          "# a comment\n[shrinkd]\nsocket=/tmp/a.sock\nproc_root=/tmp/root\n"
+                          "deadline_ms=250\nmiss_limit=0\nsoft_share_percent=30\n"
+                          "max_shrinkers_per_client=8\nmax_clients=9\nmlock=false\n"
+                          "future_key=1\n",
+                          -1, NULL));
+  CU_ASSERT_TRUE(agent_settings_load_file(&s, file, TRUE, &error));
+  CU_ASSERT_STRING_EQUAL(s.socket_path, "/tmp/a.sock");
+  CU_ASSERT_STRING_EQUAL(s.proc_root, "/tmp/root");
+  CU_ASSERT_EQUAL(s.deadline_ms, 250);
+  CU_ASSERT_EQUAL(s.miss_limit, 0);
+  CU_ASSERT_EQUAL(s.soft_share_pct, 30);
+  CU_ASSERT_EQUAL(s.max_shrinkers_per_client, 8);
+  CU_ASSERT_EQUAL(s.max_clients, 9);
+  CU_ASSERT_FALSE(s.mlock);
+
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    CU_ASSERT_TRUE(g_file_set_contents(file, bad[i].text, -1, NULL));
+    CU_ASSERT_FALSE(agent_settings_load_file(&s, file, TRUE, &error));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(error);
+    if (!strstr(error->message, bad[i].mentions))
+      printf("\n    \"%s\" -> \"%s\"", bad[i].text, error->message);
+    CU_ASSERT_PTR_NOT_NULL(strstr(error->message, bad[i].mentions));
+    g_clear_error(&error);
+    CU_ASSERT_EQUAL(s.deadline_ms, 250); /* unchanged by a failed load */
+  }
+  agent_settings_clear(&s);
+  g_unlink(file);
+}
+
+/* ---- units ---- */
+
+static void test_sizes(void) {
+  static const struct {
+    const char *text;
+    gboolean ok;
+    uint64_t bytes;
+  } rows[] = {
+      {"4096", TRUE, 4096},
+      {"4096B", TRUE, 4096},
+      {"512K", TRUE, 512 * 1024},
+      {"512k", TRUE, 512 * 1024},
+      {"64M", TRUE, 64 << 20},
+      {"64MiB", TRUE, 64 << 20},
+      {"64MB", TRUE, 64 << 20},
+      {"1G", TRUE, UINT64_C(1) << 30},
+      {"1.5G", TRUE, UINT64_C(1610612736)},
+      {"0.5K", TRUE, 512},
+      {"2T", TRUE, UINT64_C(2) << 40},
+      {"0", TRUE, 0},
+      {"8388607T", TRUE, UINT64_C(8388607) << 40},
+      {"8388608T", FALSE, 0}, /* 2^63: above INT64_MAX */
+      {"99999999999999999999999", FALSE, 0},
+      {"", FALSE, 0},
+      {"M", FALSE, 0},
+      {"-1M", FALSE, 0},
+      {"1X", FALSE, 0},
+      {"1 M", FALSE, 0},
+      {"1MiBs", FALSE, 0},
+      {"1iB", FALSE, 0},
+  };
+  char buf[32];
+
+  for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+    g_autoptr(GError) error = NULL;
+    uint64_t v = 12345;
+    gboolean ok = agent_parse_size(rows[i].text, &v, &error);
+
+    if (ok != rows[i].ok || (ok && v != rows[i].bytes))
+      printf("\n    \"%s\" -> %d %llu", rows[i].text, ok, (unsigned long long)v);
+    CU_ASSERT_EQUAL(ok, rows[i].ok);
+    if (ok) {
+      CU_ASSERT_EQUAL(v, rows[i].bytes);
+    } else {
+      CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_INVALID));
+    }
+  }
+  CU_ASSERT_STRING_EQUAL(agent_format_bytes(512, buf, sizeof(buf)), "512 B");
+  CU_ASSERT_STRING_EQUAL(agent_format_bytes(1536, buf, sizeof(buf)), "1.50 KiB");
+  CU_ASSERT_STRING_EQUAL(agent_format_bytes(64 << 20, buf, sizeof(buf)), "64.0 MiB");
+  CU_ASSERT_STRING_EQUAL(agent_format_bytes(UINT64_C(300) << 30, buf, sizeof(buf)), "300 GiB");
+  CU_ASSERT_PTR_NOT_NULL(agent_format_bytes(UINT64_MAX, buf, sizeof(buf)));
+}
+
+int main(void) {
+  unsigned failures;
+  CU_ErrorCode e;
+  CU_pSuite s;
+
+  tmpdir = g_dir_make_tmp("shrinkd-test-XXXXXX", NULL);
+  g_assert(tmpdir);
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 2;
+  s = CU_add_suite("commands", NULL, NULL);
+  CU_add_test(s, "parse limits", test_parse_limits);
+  CU_add_test(s, "typed errors and permissions", test_dispatch_errors);
+  CU_add_test(s, "status shape and uid filter", test_status);
+  CU_add_test(s, "reply text: escaping, id echo", test_reply_text);
+  s = CU_add_suite("rounds", NULL, NULL);
+  CU_add_test(s, "everyone answers: split, report", test_round_all_answer);
+  CU_add_test(s, "a hung client: deadline, misses, skip, late reply", test_round_hung_client);
+  CU_add_test(s, "second pass for the shortfall", test_round_second_pass);
+  CU_add_test(s, "soft before hard", test_round_soft_before_hard);
+  CU_add_test(s, "a client gone mid-round", test_round_client_gone);
+  CU_add_test(s, "a full socket is a miss, not a wait", test_round_full_socket);
+  CU_add_test(s, "queue and history", test_round_queue_and_history);
+  CU_add_test(s, "relief; bad SHRINK_DONE", test_relief_and_done_errors);
+  s = CU_add_suite("server", NULL, NULL);
+  CU_add_test(s, "protocol: hello, typed errors, garbage", test_server_protocol);
+  CU_add_test(s, "a flooding peer does not starve others", test_server_flood);
+  CU_add_test(s, "chunked control reply", test_server_chunked_reply);
+  CU_add_test(s, "stale socket, busy socket", test_server_stale_and_busy);
+  s = CU_add_suite("settings and units", NULL, NULL);
+  CU_add_test(s, "config file", test_settings);
+  CU_add_test(s, "sizes", test_sizes);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  failures = CU_get_number_of_failure_records();
+  e = CU_get_error();
+  CU_cleanup_registry();
+  {
+    g_autofree char *run_dir = g_build_filename(tmpdir, "run", NULL);
+
+    g_rmdir(run_dir);
+    g_rmdir(tmpdir);
+  }
+  g_free(tmpdir);
+  return (failures != 0 || e != CUE_SUCCESS) ? 1 : 0;
+}
