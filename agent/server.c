@@ -4,6 +4,8 @@
  */
 #include "server.h"
 
+#include "loop.h"
+
 #include <errno.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
@@ -133,8 +135,8 @@ static gboolean peer_flush(Peer *peer) {
     while (sent < 0 && errno == EINTR);
     if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (!peer->out_id)
-        peer->out_id = g_unix_fd_add_full(G_PRIORITY_DEFAULT, peer->fd, G_IO_OUT, peer_writable_cb,
-                                          peer_ref(peer), (GDestroyNotify)peer_unref);
+        peer->out_id = agent_loop_add_fd(peer->fd, G_IO_OUT, peer_writable_cb, peer_ref(peer),
+                                        (GDestroyNotify)peer_unref);
       return TRUE;
     }
     if (sent < 0) {
@@ -394,7 +396,7 @@ static gboolean listen_cb(gint fd, GIOCondition cond, gpointer data);
 
 static void watch_listener(AgentServer *self) {
   if (!self->listen_id)
-    self->listen_id = g_unix_fd_add(self->listen_fd, G_IO_IN, listen_cb, self);
+    self->listen_id = agent_loop_add_fd(self->listen_fd, G_IO_IN, listen_cb, self, NULL);
 }
 
 static gboolean accept_retry_cb(gpointer data) {
@@ -428,8 +430,8 @@ static void add_peer(AgentServer *self, int fd) {
     peer_reject(peer, PROTO_ERR_LIMIT, 0, "too many clients");
     return;
   }
-  peer->in_id = g_unix_fd_add_full(G_PRIORITY_DEFAULT, fd, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                   peer_readable_cb, peer_ref(peer), (GDestroyNotify)peer_unref);
+  peer->in_id = agent_loop_add_fd(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, peer_readable_cb,
+                                  peer_ref(peer), (GDestroyNotify)peer_unref);
 }
 
 static gboolean listen_cb(gint fd, GIOCondition cond, gpointer data) {
