@@ -98,6 +98,18 @@ def main():
     agent = Agent(sock, verbose=False)
     rows = []
     try:
+        # Pss in the steady state a guest would see: 100 shrinkers over 10
+        # processes, one status and one round done.
+        swarm = Process([os.path.join(build, "bench", "client-swarm"), sock, "100", "10"], name="swarm")
+        swarm.wait_line("^READY", 60)
+        wait_until(lambda: sum(len(c["shrinkers"]) for c in status(sock)["clients"]) >= 100, 30, 0.05,
+                   "100 shrinkers registered")
+        shrink(sock, 100 * 4096)
+        time.sleep(1)
+        pss_start = pss_kib(agent.pid)
+        swarm.stop()
+        wait_until(lambda: not status(sock)["clients"], 30, 0.05, "swarm gone")
+
         for n in sizes:
             rounds = a.rounds if n < 1000 else max(20, a.rounds // 4)
             print("fan-out N=%d: %d rounds ..." % (n, rounds), file=sys.stderr, flush=True)
@@ -135,8 +147,10 @@ def main():
     print()
     print("shrinkd idle wake-ups in %d s with 100 shrinkers connected: %d (target 0): %s"
           % (a.idle_seconds, idle_wakeups, "met" if idle_wakeups == 0 else "NOT met"))
-    print("shrinkd Pss: %.2f MiB (target < 2 MiB; qemu-ga idles at 1.7 MiB): %s"
-          % (pss / 1024.0, "met" if pss < 2048 else "NOT met"))
+    for label, kib in (("after one round with 100 shrinkers", pss_start),
+                       ("after the whole benchmark (rounds to 1000)", pss)):
+        print("shrinkd Pss %s: %.2f MiB (target < 2 MiB; qemu-ga idles at 1.7 MiB): %s"
+              % (label, kib / 1024.0, "met" if kib < 2048 else "NOT met"))
 
 
 if __name__ == "__main__":
