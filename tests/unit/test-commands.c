@@ -11,7 +11,7 @@
  *  - settings (the config file) and units (shrinkctl's SIZE).
  * Time-based checks use short deadlines with generous bounds.
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
@@ -1261,8 +1261,7 @@ static void test_sizes(void) {
 }
 
 int main(void) {
-  unsigned failures;
-  CU_ErrorCode e;
+  int status;
   CU_pSuite s;
 
   tmpdir = g_dir_make_tmp("shrinkd-test-XXXXXX", NULL);
@@ -1291,11 +1290,7 @@ int main(void) {
   s = CU_add_suite("settings and units", NULL, NULL);
   CU_add_test(s, "config file", test_settings);
   CU_add_test(s, "sizes", test_sizes);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
+  status = cunit_run_all();
   {
     g_autofree char *run_dir = g_build_filename(tmpdir, "run", NULL);
 
@@ -1303,5 +1298,5 @@ int main(void) {
     g_rmdir(tmpdir);
   }
   g_free(tmpdir);
-  return (failures != 0 || e != CUE_SUCCESS) ? 1 : 0;
+  return status;
 }

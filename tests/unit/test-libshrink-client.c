@@ -6,7 +6,7 @@
  * test itself, so that every step is deterministic; the thread-mode tests
  * (own thread, OSv API, default client) wait with timeouts instead.
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -802,11 +802,7 @@ int main(void) {
   CU_add_test(s, "back-pressure and merged estimates", test_backpressure);
   CU_add_test(s, "thread mode", test_thread_mode);
   CU_add_test(s, "OSv API and the default client", test_osv_api);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  unsigned failures = CU_get_number_of_failure_records();
-  CU_ErrorCode e = CU_get_error();
-  CU_cleanup_registry();
+  int status = cunit_run_all();
   rmdir(tmpdir);
-  return failures != 0 || e != CUE_SUCCESS;
+  return status;
 }

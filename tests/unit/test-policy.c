@@ -6,7 +6,7 @@
  * targets, and overflow safety with huge values (plus a randomised check
  * of the invariants).
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -386,8 +386,6 @@ static void test_remaining_estimate(void) {
 }
 
 int main(void) {
-  unsigned failures;
-  CU_ErrorCode e;
   CU_pSuite s;
 
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -400,10 +398,5 @@ int main(void) {
   CU_add_test(s, "split invariants (randomised, huge values)", test_split_invariants);
   CU_add_test(s, "proportional split is exact", test_split_proportional_exact);
   CU_add_test(s, "remaining estimate", test_remaining_estimate);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
-  return (failures != 0 || e != CUE_SUCCESS) ? 1 : 0;
+  return cunit_run_all();
 }

@@ -6,7 +6,7 @@
  *
  * The fixture directory comes from argv[1] or SHRINKD_TEST_PROC.
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <glib.h>
 #include <stdio.h>
 #include <string.h>
@@ -260,8 +260,6 @@ static void test_live_kernel(void) {
 }
 
 int main(int argc, char **argv) {
-  unsigned failures;
-  CU_ErrorCode e;
   CU_pSuite s;
 
   fixtures = argc > 1 ? argv[1] : g_getenv("SHRINKD_TEST_PROC");
@@ -279,10 +277,5 @@ int main(int argc, char **argv) {
   CU_add_test(s, "parsers on raw buffers", test_parse_buffers);
   CU_add_test(s, "paths under a root", test_paths);
   CU_add_test(s, "the live kernel parses", test_live_kernel);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
-  return (failures != 0 || e != CUE_SUCCESS) ? 1 : 0;
+  return cunit_run_all();
 }

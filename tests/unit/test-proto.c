@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cunit-run.h"
 #include "local-proto.h"
 
 static const char *corpus_dir;
@@ -327,10 +328,5 @@ int main(int argc, char **argv) {
   CU_add_test(s, "version negotiation", test_version_negotiation);
   CU_add_test(s, "socket framing", test_socket_framing);
   CU_add_test(s, "mutation fuzz", test_mutation_fuzz);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  unsigned failures = CU_get_number_of_failure_records();
-  CU_ErrorCode e = CU_get_error();
-  CU_cleanup_registry();
-  return (failures != 0 || e != CUE_SUCCESS) ? 1 : 0;
+  return cunit_run_all();
 }
