@@ -7,7 +7,7 @@
 set -eu
 
 PACKAGES="meson ninja-build pkg-config gcc g++ libc6-dev \
-  libglib2.0-dev libjson-glib-dev libcunit1-dev \
+  libglib2.0-dev libjson-glib-dev libcunit1-dev libvirt-dev \
   python3 procps strace \
   qemu-system-x86 busybox-static cpio socat"
 
