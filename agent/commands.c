@@ -20,6 +20,7 @@ struct AgentCommands {
   AgentProcfs *procfs;
   uint32_t default_deadline_ms;
   int64_t start_mono;
+  AgentBalloon *balloon;
 };
 
 AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, AgentProcfs *procfs,
@@ -32,6 +33,10 @@ AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, 
   self->default_deadline_ms = default_deadline_ms;
   self->start_mono = g_get_monotonic_time();
   return self;
+}
+
+void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon) {
+  self->balloon = balloon;
 }
 
 void agent_commands_free(AgentCommands *self) {
@@ -254,6 +259,115 @@ static void write_report(AgentJsonWriter *w, const char *key, const AgentRoundRe
   agent_json_end_object(w);
 }
 
+/* An optional number: the value, or null. */
+static void write_opt_uint(AgentJsonWriter *w, const char *key, bool known, uint64_t v) {
+  if (known)
+    agent_json_uint(w, key, v);
+  else
+    agent_json_null(w, key);
+}
+
+static void write_opt_int(AgentJsonWriter *w, const char *key, int64_t v) {
+  if (v >= 0)
+    agent_json_int(w, key, v);
+  else
+    agent_json_null(w, key);
+}
+
+/*
+ * "balloon": null when there is no balloon device (or no controller), else
+ * {"device", "mode": "kprobe-pmu"|"kprobe-tracefs"|"poll"|"none",
+ *  "mode_reason", "config_access": "pci-cfg-window"|"legacy-io"|"none",
+ *  "config_access_reason", "deflate_on_oom", "free_page_hint",
+ *  "target_bytes" | null (config space unreadable), "actual_bytes" | null,
+ *  "free_page_hint_cmd_id" | null, "hint_in_progress",
+ *  "state": "idle"|"inflating"|"stalled"|"deflating",
+ *  "stalls_seen", "oom_kills", "reliefs", "kprobe_hits", "reads",
+ *  "episode": null | {"started_us", "target_bytes", "actual_start_bytes",
+ *     "rounds", "soft_rounds", "hard_rounds", "claimed_bytes", "stalls",
+ *     "oom_kills", "first_round_us" | null, "converged_us" | null,
+ *     "gave_up", "end_reason" | null}}
+ * Sizes are the balloon's (what it should hold, what it holds).
+ */
+static void write_balloon(AgentJsonWriter *w, AgentBalloon *balloon) {
+  AgentBalloonStatus st;
+  const AgentBalloonReading *r;
+  const AgentBalloonEpisode *e;
+
+  if (!balloon) {
+    agent_json_null(w, "balloon");
+    return;
+  }
+  agent_balloon_get_status(balloon, &st);
+  if (!st.present) {
+    agent_json_null(w, "balloon");
+    return;
+  }
+  r = &st.virtio.reading;
+  agent_json_begin_object(w, "balloon");
+  agent_json_string(w, "device", st.virtio.device);
+  agent_json_string(w, "mode", st.virtio.mode);
+  agent_json_string(w, "mode_reason", st.virtio.mode_reason ? st.virtio.mode_reason : "");
+  agent_json_string(w, "config_access", agent_virtio_access_name(st.virtio.access));
+  agent_json_string(w, "config_access_reason",
+                    st.virtio.access_reason ? st.virtio.access_reason : "");
+  agent_json_bool(w, "deflate_on_oom", st.virtio.deflate_on_oom);
+  agent_json_bool(w, "free_page_hint", r->hint_supported);
+  write_opt_uint(w, "target_bytes", r->target_known, r->target_bytes);
+  write_opt_uint(w, "actual_bytes", r->actual_known, r->actual_bytes);
+  write_opt_uint(w, "free_page_hint_cmd_id", r->hint_supported, r->free_page_hint_cmd_id);
+  agent_json_bool(w, "hint_in_progress", r->hint_in_progress);
+  agent_json_string(w, "state", st.state);
+  agent_json_uint(w, "stalls_seen", st.stalls_seen);
+  agent_json_uint(w, "oom_kills", st.oom_kills);
+  agent_json_uint(w, "reliefs", st.reliefs);
+  agent_json_uint(w, "kprobe_hits", st.virtio.kprobe_hits);
+  agent_json_uint(w, "reads", st.virtio.reads);
+  if (!st.has_episode) {
+    agent_json_null(w, "episode");
+  } else {
+    e = &st.episode;
+    agent_json_begin_object(w, "episode");
+    agent_json_int(w, "started_us", e->started_us);
+    agent_json_uint(w, "target_bytes", e->target_bytes);
+    agent_json_uint(w, "actual_start_bytes", e->actual_start_bytes);
+    agent_json_uint(w, "rounds", e->rounds);
+    agent_json_uint(w, "soft_rounds", e->soft_rounds);
+    agent_json_uint(w, "hard_rounds", e->hard_rounds);
+    agent_json_uint(w, "claimed_bytes", e->claimed_bytes);
+    agent_json_uint(w, "stalls", e->stalls);
+    agent_json_uint(w, "oom_kills", e->oom_kills);
+    write_opt_int(w, "first_round_us", e->first_round_us);
+    write_opt_int(w, "converged_us", e->converged_us);
+    agent_json_bool(w, "gave_up", e->gave_up);
+    if (e->end_reason)
+      agent_json_string(w, "end_reason", e->end_reason);
+    else
+      agent_json_null(w, "end_reason");
+    agent_json_end_object(w);
+  }
+  agent_json_end_object(w);
+}
+
+/* "sources": [{"name", "active", "mode", "reason"}], in the order added. */
+static void write_sources(AgentJsonWriter *w, AgentBalloon *balloon) {
+  const GPtrArray *sources = balloon ? agent_balloon_sources(balloon) : NULL;
+
+  agent_json_begin_array(w, "sources");
+  for (guint i = 0; sources && i < sources->len; i++) {
+    AgentSourceStatus st;
+
+    agent_source_get_status(g_ptr_array_index(sources, i), &st);
+    agent_json_begin_object(w, NULL);
+    agent_json_string(w, "name", st.name);
+    agent_json_bool(w, "active", st.active);
+    agent_json_string(w, "mode", st.mode);
+    agent_json_string(w, "reason", st.reason);
+    agent_json_end_object(w);
+  }
+  agent_json_end_array(w);
+}
+
 static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentShrinker *s) {
   agent_json_begin_object(w, NULL);
   agent_json_int(w, "id", s->id);
@@ -284,7 +398,9 @@ static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentS
  *     "estimate_bytes" | null, "asked", "asked_bytes", "freed_bytes", "misses",
  *     "consecutive_misses", "skipped_in_soft", "last_reply_us" | null}]}],
  *  "rounds": [report, ... newest last],
- *  "totals": {"rounds", "claimed_bytes", "measured_bytes"}}
+ *  "totals": {"rounds", "claimed_bytes", "measured_bytes"},
+ *  "balloon": see write_balloon() | null,
+ *  "sources": [{"name", "active", "mode", "reason"}]}
  * Clients without shrinkers (shrinkctl itself, say) are left out; with
  * @only_uid >= 0, so are clients and round requests of other uids.
  */
@@ -330,6 +446,8 @@ static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *sel
   agent_json_uint(w, "claimed_bytes", claimed);
   agent_json_int(w, "measured_bytes", measured);
   agent_json_end_object(w);
+  write_balloon(w, self->balloon);
+  write_sources(w, self->balloon);
   agent_json_end_object(w);
 }
 

@@ -35,6 +35,7 @@
 #include <json-glib/json-glib.h>
 #include <sys/types.h>
 
+#include "balloon.h"
 #include "procfs.h"
 #include "registry.h"
 #include "round.h"
@@ -66,6 +67,11 @@ typedef struct AgentCommands AgentCommands;
  */
 AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, AgentProcfs *procfs,
                                   uint32_t default_deadline_ms);
+
+/* Lets status show @balloon (borrowed; it must outlive @self, or be unset
+ * with NULL first): "balloon" and "sources". Without one, status has
+ * "balloon": null and "sources": []. */
+void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon);
 
 /* Frees @self. Replies still pending (a shrink whose round runs) are
  * delivered by the round runner's destroy path: none after this. NULL ok. */

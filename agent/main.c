@@ -13,8 +13,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
+#include "balloon.h"
 #include "commands.h"
 #include "config.h"
 #include "errors.h"
@@ -25,6 +27,7 @@
 #include "round.h"
 #include "server.h"
 #include "settings.h"
+#include "source.h"
 
 typedef struct {
   AgentSettings settings;
@@ -33,6 +36,7 @@ typedef struct {
   AgentRegistry *registry;
   AgentRounds *rounds;
   AgentCommands *commands;
+  AgentBalloon *balloon;
   AgentServer *server;
   guint sigterm_id;
   guint sigint_id;
@@ -48,6 +52,8 @@ static void agent_state_free(Agent *a) {
   agent_server_free(a->server);
   agent_memory_shutdown();
   agent_commands_free(a->commands);
+  /* Before the rounds: a balloon round still running is dropped. */
+  agent_balloon_free(a->balloon);
   agent_rounds_free(a->rounds);
   agent_registry_free(a->registry);
   agent_procfs_free(a->procfs);
@@ -67,6 +73,19 @@ static gboolean on_signal(gpointer data) {
   return G_SOURCE_CONTINUE;
 }
 
+/* The agent works hardest when the guest has no memory left (a stalled
+ * balloon), where a page it touches for the first time may call the OOM
+ * killer on an application. Stack pages touched now are locked with the
+ * rest. */
+#define PREFAULT_STACK_BYTES (128 * 1024)
+
+static void __attribute__((noinline)) prefault_stack(void) {
+  volatile char area[PREFAULT_STACK_BYTES];
+
+  for (size_t i = 0; i < sizeof(area); i += 4096)
+    area[i] = 0;
+}
+
 /* Many clients, one descriptor each: take what the hard limit allows. */
 static void raise_fd_limit(void) {
   struct rlimit rl;
@@ -78,10 +97,59 @@ static void raise_fd_limit(void) {
   }
 }
 
+static AgentVirtioEvents parse_events(const char *s) {
+  if (strcmp(s, "kprobe-pmu") == 0)
+    return AGENT_VIRTIO_EVENTS_KPROBE_PMU;
+  if (strcmp(s, "kprobe-tracefs") == 0)
+    return AGENT_VIRTIO_EVENTS_KPROBE_TRACEFS;
+  if (strcmp(s, "poll") == 0)
+    return AGENT_VIRTIO_EVENTS_POLL;
+  return AGENT_VIRTIO_EVENTS_AUTO;
+}
+
+/* The balloon controller and its sources, from the settings. */
+static AgentBalloon *make_balloon(Agent *a) {
+  const AgentSettings *s = &a->settings;
+  AgentBalloonPolicy policy;
+  AgentVirtioSourceConfig vc = {
+      .events = parse_events(s->balloon_events),
+      .poll_fast_ms = s->poll_fast_ms,
+      .poll_moving_max_ms = s->poll_moving_ms,
+      .poll_idle_ms = s->poll_idle_ms,
+  };
+  AgentSourceEnv env = {.context = NULL, .root = s->proc_root, .procfs = a->procfs};
+  AgentBalloon *balloon;
+  AgentSource *virtio;
+
+  agent_balloon_policy_init(&policy);
+  policy.reserve_bytes = (uint64_t)s->balloon_reserve_mib << 20;
+  policy.blind_step_bytes = policy.reserve_bytes;
+  policy.stall_ms = s->balloon_stall_ms;
+  policy.max_rounds = s->balloon_max_rounds;
+  policy.min_interval_ms = s->balloon_min_interval_ms;
+  policy.soft_deadline_ms = s->balloon_soft_deadline_ms;
+  policy.hard_deadline_ms = s->balloon_hard_deadline_ms;
+  policy.psi_round_bytes = (uint64_t)s->psi_round_mib << 20;
+  policy.psi_interval_ms = s->psi_interval_ms;
+  balloon = agent_balloon_new(a->rounds, a->procfs, &policy);
+
+  virtio = agent_source_virtio_new(&env, &vc);
+  if (!s->balloon)
+    agent_source_disable(virtio, "balloon=off");
+  agent_balloon_add_source(balloon, virtio);
+  agent_balloon_add_source(balloon, agent_source_kmsg_new(&env, s->kmsg_path));
+  agent_balloon_add_source(balloon, agent_source_psi_new(&env, s->psi_trigger));
+  return balloon;
+}
+
 int main(int argc, char **argv) {
   g_autofree char *opt_socket = NULL;
   g_autofree char *opt_config = NULL;
   g_autofree char *opt_proc_root = NULL;
+  g_autofree char *opt_balloon = NULL;
+  g_autofree char *opt_balloon_events = NULL;
+  g_autofree char *opt_kmsg = NULL;
+  g_autofree char *opt_psi = NULL;
   gint opt_deadline_ms = -1;
   gboolean opt_verbose = FALSE, opt_version = FALSE, opt_no_mlock = FALSE;
   const GOptionEntry entries[] = {
@@ -95,6 +163,17 @@ int main(int argc, char **argv) {
        "Read /proc and /sys under DIR (default /)", "DIR"},
       {"deadline-ms", 'd', 0, G_OPTION_ARG_INT, &opt_deadline_ms,
        "Deadline of rounds that name none (default 1000)", "MS"},
+      {"balloon", 0, 0, G_OPTION_ARG_STRING, &opt_balloon,
+       "auto: follow the virtio balloon if there is one (default); off: do not", "auto|off"},
+      {"balloon-events", 0, 0, G_OPTION_ARG_STRING, &opt_balloon_events,
+       "How to learn of balloon changes: auto (kprobe PMU, else tracefs, else poll; default), "
+       "kprobe-pmu, kprobe-tracefs, poll",
+       "MODE"},
+      {"kmsg", 0, 0, G_OPTION_ARG_FILENAME, &opt_kmsg,
+       "Read the kernel log from PATH (default /dev/kmsg; a FIFO works)", "PATH"},
+      {"psi-trigger", 0, 0, G_OPTION_ARG_STRING, &opt_psi,
+       "PSI trigger on /proc/pressure/memory (default \"some 150000 1000000\"; off: none)",
+       "TRIGGER"},
       {"no-mlock", 0, 0, G_OPTION_ARG_NONE, &opt_no_mlock, "Do not lock memory", NULL},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log debug messages", NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
@@ -111,7 +190,20 @@ int main(int argc, char **argv) {
       context,
       "Settings: built-in defaults, then the config file (group [shrinkd]: socket, proc_root,\n"
       "deadline_ms, miss_limit, soft_share_percent, max_shrinkers_per_client, max_clients,\n"
-      "mlock), then the command line.\n"
+      "mlock; balloon, balloon_events, balloon_reserve_mib (64), balloon_stall_ms (300),\n"
+      "balloon_max_rounds (6), balloon_min_interval_ms (100), balloon_soft_deadline_ms (1000),\n"
+      "balloon_hard_deadline_ms (3000), poll_fast_ms (20), poll_moving_ms (100), poll_idle_ms\n"
+      "(250), kmsg, psi_trigger, psi_round_mib (64), psi_interval_ms (10000)), then the command\n"
+      "line.\n"
+      "\n"
+      "The balloon: when the host raises the balloon's target, a soft round asks the\n"
+      "applications for what free memory beyond the reserve cannot cover; if that round leaves\n"
+      "a shortfall, a hard round follows at once, and whenever the balloon stops growing for\n"
+      "balloon_stall_ms (or the driver logs \"Out of puff\"), a hard round asks for all that is\n"
+      "still missing; at most balloon_max_rounds rounds per change. When the target\n"
+      "falls again, the applications get relief. A PSI trigger adds soft rounds for pressure\n"
+      "that does not come from the balloon. Reading the balloon's config space, kprobes and\n"
+      "/dev/kmsg need root; without them shrinkd says so once and uses what it can see.\n"
       "\n"
       "Exit status: 0 stopped by SIGTERM/SIGINT; 1 could not start; 2 usage error.\n");
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
@@ -153,6 +245,29 @@ int main(int argc, char **argv) {
   }
   if (opt_no_mlock)
     a->settings.mlock = FALSE;
+  if (opt_balloon) {
+    if (strcmp(opt_balloon, "auto") != 0 && strcmp(opt_balloon, "off") != 0) {
+      g_printerr("shrinkd: --balloon must be auto or off\n");
+      return 2;
+    }
+    a->settings.balloon = strcmp(opt_balloon, "auto") == 0;
+  }
+  if (opt_balloon_events) {
+    if (!agent_settings_valid_balloon_events(opt_balloon_events)) {
+      g_printerr("shrinkd: --balloon-events must be auto, kprobe-pmu, kprobe-tracefs or poll\n");
+      return 2;
+    }
+    g_free(a->settings.balloon_events);
+    a->settings.balloon_events = g_steal_pointer(&opt_balloon_events);
+  }
+  if (opt_kmsg) {
+    g_free(a->settings.kmsg_path);
+    a->settings.kmsg_path = g_steal_pointer(&opt_kmsg);
+  }
+  if (opt_psi) {
+    g_free(a->settings.psi_trigger);
+    a->settings.psi_trigger = g_steal_pointer(&opt_psi);
+  }
 
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
@@ -171,6 +286,8 @@ int main(int argc, char **argv) {
                                    .soft_share_pct = a->settings.soft_share_pct,
                                });
   a->commands = agent_commands_new(a->registry, a->rounds, a->procfs, a->settings.deadline_ms);
+  a->balloon = make_balloon(a);
+  agent_commands_set_balloon(a->commands, a->balloon);
   a->server = agent_server_new(a->settings.socket_path, a->settings.max_clients, a->registry,
                                a->rounds, a->commands, &error);
   if (!a->server) {
@@ -181,12 +298,15 @@ int main(int argc, char **argv) {
   a->sigint_id = g_unix_signal_add(SIGINT, on_signal, a);
   g_message("shrinkd %s listening on %s (proc root %s)", SHRINKD_VERSION, a->settings.socket_path,
             a->settings.proc_root);
+  /* Sources last: an event may ask for a round at once. */
+  agent_balloon_start(a->balloon);
 
   /* Everything is set up: the one-time work of the first command is done
    * now (type registration in json-glib and GObject), what only start-up
    * touched is dropped, and what the loop touches from now on stays
    * resident. */
   agent_commands_warm_up(a->commands);
+  prefault_stack();
   agent_memory_drop_startup_pages();
   if (a->settings.mlock)
     agent_memory_lock();

@@ -20,11 +20,35 @@ void agent_settings_init(AgentSettings *config) {
   config->max_shrinkers_per_client = 1024;
   config->max_clients = 4096;
   config->mlock = TRUE;
+  config->balloon = TRUE;
+  config->balloon_events = g_strdup("auto");
+  config->balloon_reserve_mib = 64;
+  config->balloon_stall_ms = 300;
+  config->balloon_max_rounds = 6;
+  config->balloon_min_interval_ms = 100;
+  config->balloon_soft_deadline_ms = 1000;
+  config->balloon_hard_deadline_ms = 3000;
+  config->poll_fast_ms = 20;
+  config->poll_moving_ms = 100;
+  config->poll_idle_ms = 250;
+  config->kmsg_path = g_strdup("/dev/kmsg");
+  config->psi_trigger = g_strdup("some 150000 1000000");
+  config->psi_round_mib = 64;
+  config->psi_interval_ms = 10000;
+}
+
+gboolean agent_settings_valid_balloon_events(const char *value) {
+  static const char *const modes[] = {"auto", "kprobe-pmu", "kprobe-tracefs", "poll", NULL};
+
+  return value && g_strv_contains(modes, value);
 }
 
 void agent_settings_clear(AgentSettings *config) {
   g_clear_pointer(&config->socket_path, g_free);
   g_clear_pointer(&config->proc_root, g_free);
+  g_clear_pointer(&config->balloon_events, g_free);
+  g_clear_pointer(&config->kmsg_path, g_free);
+  g_clear_pointer(&config->psi_trigger, g_free);
 }
 
 /* Reads integer @key into *@out if present, checking [@min, @max]. */
@@ -58,7 +82,42 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       "max_shrinkers_per_client",
       "max_clients",
       "mlock",
+      "balloon",
+      "balloon_events",
+      "balloon_reserve_mib",
+      "balloon_stall_ms",
+      "balloon_max_rounds",
+      "balloon_min_interval_ms",
+      "balloon_soft_deadline_ms",
+      "balloon_hard_deadline_ms",
+      "poll_fast_ms",
+      "poll_moving_ms",
+      "poll_idle_ms",
+      "kmsg",
+      "psi_trigger",
+      "psi_round_mib",
+      "psi_interval_ms",
       NULL,
+  };
+  static const struct {
+    const char *key;
+    size_t offset;
+    guint64 min, max;
+  } u32_keys[] = {
+      {"balloon_reserve_mib", G_STRUCT_OFFSET(AgentSettings, balloon_reserve_mib), 1, 1 << 20},
+      {"balloon_stall_ms", G_STRUCT_OFFSET(AgentSettings, balloon_stall_ms), 10, 5000},
+      {"balloon_max_rounds", G_STRUCT_OFFSET(AgentSettings, balloon_max_rounds), 1, 100},
+      {"balloon_min_interval_ms", G_STRUCT_OFFSET(AgentSettings, balloon_min_interval_ms), 1,
+       60000},
+      {"balloon_soft_deadline_ms", G_STRUCT_OFFSET(AgentSettings, balloon_soft_deadline_ms), 1,
+       5000},
+      {"balloon_hard_deadline_ms", G_STRUCT_OFFSET(AgentSettings, balloon_hard_deadline_ms), 1,
+       5000},
+      {"poll_fast_ms", G_STRUCT_OFFSET(AgentSettings, poll_fast_ms), 1, 10000},
+      {"poll_moving_ms", G_STRUCT_OFFSET(AgentSettings, poll_moving_ms), 1, 60000},
+      {"poll_idle_ms", G_STRUCT_OFFSET(AgentSettings, poll_idle_ms), 1, 600000},
+      {"psi_round_mib", G_STRUCT_OFFSET(AgentSettings, psi_round_mib), 1, 1 << 20},
+      {"psi_interval_ms", G_STRUCT_OFFSET(AgentSettings, psi_interval_ms), 1, 86400000},
   };
   g_autoptr(GKeyFile) kf = g_key_file_new();
   g_autoptr(GError) local = NULL;
@@ -108,6 +167,26 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
     return FALSE;
   c.max_clients = (unsigned)v;
 
+  for (gsize i = 0; i < G_N_ELEMENTS(u32_keys); i++) {
+    uint32_t *field = G_STRUCT_MEMBER_P(&c, u32_keys[i].offset);
+
+    v = *field;
+    if (!get_uint(kf, path, u32_keys[i].key, u32_keys[i].min, u32_keys[i].max, &v, error))
+      return FALSE;
+    *field = (uint32_t)v;
+  }
+
+  if (g_key_file_has_key(kf, AGENT_SETTINGS_GROUP, "balloon", NULL)) {
+    g_autofree char *b = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "balloon", NULL);
+
+    if (!b || (strcmp(g_strstrip(b), "auto") != 0 && strcmp(b, "off") != 0)) {
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "%s: [%s] balloon: expected auto or off",
+                  path, AGENT_SETTINGS_GROUP);
+      return FALSE;
+    }
+    c.balloon = strcmp(b, "auto") == 0;
+  }
+
   if (g_key_file_has_key(kf, AGENT_SETTINGS_GROUP, "mlock", NULL)) {
     gboolean b = g_key_file_get_boolean(kf, AGENT_SETTINGS_GROUP, "mlock", &local);
 
@@ -123,6 +202,10 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
   {
     g_autofree char *sock = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "socket", NULL);
     g_autofree char *root = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "proc_root", NULL);
+    g_autofree char *events =
+        g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "balloon_events", NULL);
+    g_autofree char *kmsg = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "kmsg", NULL);
+    g_autofree char *psi = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "psi_trigger", NULL);
 
     if (sock && !g_path_is_absolute(sock)) {
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
@@ -133,6 +216,34 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
                   "%s: [%s] proc_root: expected an absolute path", path, AGENT_SETTINGS_GROUP);
       return FALSE;
+    }
+    if (events && !agent_settings_valid_balloon_events(g_strstrip(events))) {
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
+                  "%s: [%s] balloon_events: expected auto, kprobe-pmu, kprobe-tracefs or poll",
+                  path, AGENT_SETTINGS_GROUP);
+      return FALSE;
+    }
+    if (kmsg && !g_path_is_absolute(g_strstrip(kmsg))) {
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
+                  "%s: [%s] kmsg: expected an absolute path", path, AGENT_SETTINGS_GROUP);
+      return FALSE;
+    }
+    if (psi && strlen(g_strstrip(psi)) > 128) {
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
+                  "%s: [%s] psi_trigger: longer than 128 characters", path, AGENT_SETTINGS_GROUP);
+      return FALSE;
+    }
+    if (events) {
+      g_free(c.balloon_events);
+      c.balloon_events = g_steal_pointer(&events);
+    }
+    if (kmsg) {
+      g_free(c.kmsg_path);
+      c.kmsg_path = g_steal_pointer(&kmsg);
+    }
+    if (psi) {
+      g_free(c.psi_trigger);
+      c.psi_trigger = g_steal_pointer(&psi);
     }
     if (sock) {
       g_free(c.socket_path);

@@ -16,6 +16,25 @@
  *   max_clients=4096
  *   mlock=true
  *
+ *   # Pressure sources and the balloon controller (balloon.h has the rules)
+ *   balloon=auto                  # auto: follow a virtio balloon if there is one; off
+ *   balloon_events=auto           # auto (kprobe PMU, else tracefs, else poll), kprobe-pmu,
+ *                                 # kprobe-tracefs, poll
+ *   balloon_reserve_mib=64        # free memory the guest keeps; a soft round is sized to
+ *                                 # what free memory beyond it cannot cover
+ *   balloon_stall_ms=300          # no change of the balloon's size this long: stalled
+ *   balloon_max_rounds=6          # rounds per episode
+ *   balloon_min_interval_ms=100   # between the end of one balloon round and the next
+ *   balloon_soft_deadline_ms=1000 # deadline of a soft balloon round (1..5000)
+ *   balloon_hard_deadline_ms=3000 # deadline of a hard one, its soft phase included (1..5000)
+ *   poll_fast_ms=20               # config-space poll right after a change
+ *   poll_moving_ms=100            # slowest poll while the balloon moves
+ *   poll_idle_ms=250              # slowest poll when nothing moves (poll mode only)
+ *   kmsg=/dev/kmsg                # the kernel log ("Out of puff" lines, OOM kills)
+ *   psi_trigger=some 150000 1000000 # PSI trigger on /proc/pressure/memory; off disables
+ *   psi_round_mib=64              # a PSI-triggered soft round asks for this much
+ *   psi_interval_ms=10000         # PSI rounds at most this often
+ *
  * A missing file means defaults; a file that cannot be parsed, or a value
  * of the wrong type or out of range, is an error naming the file and key.
  * Unknown keys are logged as warnings and ignored (a newer config on an
@@ -37,7 +56,26 @@ typedef struct {
   uint32_t max_shrinkers_per_client;
   unsigned max_clients;
   gboolean mlock;
+
+  gboolean balloon;     /* FALSE: balloon=off */
+  char *balloon_events; /* auto, kprobe-pmu, kprobe-tracefs, poll */
+  uint32_t balloon_reserve_mib;
+  uint32_t balloon_stall_ms;
+  uint32_t balloon_max_rounds;
+  uint32_t balloon_min_interval_ms;
+  uint32_t balloon_soft_deadline_ms;
+  uint32_t balloon_hard_deadline_ms;
+  uint32_t poll_fast_ms;
+  uint32_t poll_moving_ms;
+  uint32_t poll_idle_ms;
+  char *kmsg_path;
+  char *psi_trigger; /* "off": none */
+  uint32_t psi_round_mib;
+  uint32_t psi_interval_ms;
 } AgentSettings;
+
+/* Checks a balloon_events value; TRUE if it is one of the four. */
+gboolean agent_settings_valid_balloon_events(const char *value);
 
 /* Fills @config with the built-in defaults (strings newly allocated). */
 void agent_settings_init(AgentSettings *config);

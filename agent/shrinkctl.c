@@ -34,7 +34,8 @@ static const char usage_text[] =
     "\n"
     "Commands:\n"
     "  status [--json]                         registered shrinkers, their estimates and\n"
-    "                                          figures, the last rounds, totals\n"
+    "                                          figures, the last rounds, totals, the\n"
+    "                                          balloon and the pressure sources\n"
     "  shrink SIZE [--hard] [--deadline MS] [--json]\n"
     "                                          run one round asking the applications to\n"
     "                                          free SIZE (4096, 512K, 64M, 1.5G; binary\n"
@@ -295,6 +296,62 @@ static void print_round(JsonObject *round) {
          (double)get_int(round, "fanout_us") / 1000.0);
 }
 
+/* "balloon: 0000:00:02.0 ..." and the sources, a few lines. */
+static void print_balloon(JsonObject *st) {
+  char a[32], b[32], c[32];
+  JsonNode *bn = json_object_get_member(st, "balloon");
+  JsonArray *sources =
+      json_object_has_member(st, "sources") ? json_object_get_array_member(st, "sources") : NULL;
+
+  if (bn && JSON_NODE_HOLDS_OBJECT(bn)) {
+    JsonObject *bo = json_node_get_object(bn);
+    JsonNode *t = json_object_get_member(bo, "target_bytes");
+    JsonNode *act = json_object_get_member(bo, "actual_bytes");
+    JsonNode *en = json_object_get_member(bo, "episode");
+
+    printf("balloon: %s, %s, config via %s; target %s, holds %s, %s%s\n",
+           json_object_get_string_member_with_default(bo, "device", "?"),
+           json_object_get_string_member_with_default(bo, "mode", "?"),
+           json_object_get_string_member_with_default(bo, "config_access", "?"),
+           t && !JSON_NODE_HOLDS_NULL(t) ? fmt_bytes(json_node_get_int(t), a) : "unknown",
+           act && !JSON_NODE_HOLDS_NULL(act) ? fmt_bytes(json_node_get_int(act), b) : "unknown",
+           json_object_get_string_member_with_default(bo, "state", "?"),
+           json_object_get_boolean_member_with_default(bo, "hint_in_progress", FALSE)
+               ? ", free page hinting"
+               : "");
+    if (en && JSON_NODE_HOLDS_OBJECT(en)) {
+      JsonObject *e = json_node_get_object(en);
+      JsonNode *conv = json_object_get_member(e, "converged_us");
+      JsonNode *end = json_object_get_member(e, "end_reason");
+
+      printf("  last episode: target %s, %" G_GINT64_FORMAT " rounds (%" G_GINT64_FORMAT
+             " soft, %" G_GINT64_FORMAT " hard) claimed %s; ",
+             fmt_bytes(get_int(e, "target_bytes"), c), get_int(e, "rounds"),
+             get_int(e, "soft_rounds"), get_int(e, "hard_rounds"),
+             fmt_bytes(get_int(e, "claimed_bytes"), a));
+      if (conv && !JSON_NODE_HOLDS_NULL(conv))
+        printf("converged in %.2f s\n", (double)json_node_get_int(conv) / 1e6);
+      else if (end && !JSON_NODE_HOLDS_NULL(end))
+        printf("ended: %s\n", json_node_get_string(end));
+      else
+        printf("in progress\n");
+    }
+    printf("  %" G_GINT64_FORMAT " stall lines, %" G_GINT64_FORMAT " OOM kills seen\n",
+           get_int(bo, "stalls_seen"), get_int(bo, "oom_kills"));
+  } else {
+    printf("balloon: none\n");
+  }
+  for (guint i = 0; sources && i < json_array_get_length(sources); i++) {
+    JsonObject *s = json_array_get_object_element(sources, i);
+
+    printf("  source %-14s %-8s %s\n", json_object_get_string_member_with_default(s, "name", "?"),
+           json_object_get_boolean_member_with_default(s, "active", FALSE)
+               ? json_object_get_string_member_with_default(s, "mode", "?")
+               : "off",
+           json_object_get_string_member_with_default(s, "reason", ""));
+  }
+}
+
 static void print_status(JsonObject *st) {
   char a[32], b[32], c[32], d[40];
   JsonNode *memn = json_object_get_member(st, "memory");
@@ -317,6 +374,7 @@ static void print_status(JsonObject *st) {
            fmt_bytes(get_int(mem, "mem_available_bytes"), b),
            fmt_bytes(get_int(mem, "mem_free_bytes"), c));
   }
+  print_balloon(st);
   /* Columns as wide as the longest name (names are at most 63 bytes). */
   for (guint i = 0; clients && i < json_array_get_length(clients); i++) {
     JsonObject *cl = json_array_get_object_element(clients, i);

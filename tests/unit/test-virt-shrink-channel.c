@@ -8,7 +8,7 @@
  * class, timeouts that hold, a peer that closes), and the QMP client
  * against a scripted QMP server (greeting, events, stale ids, errors).
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -788,8 +788,6 @@ static void test_qmp_no_greeting(void) {
 }
 
 int main(void) {
-  unsigned failures;
-  CU_ErrorCode e;
   CU_pSuite s;
 
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -814,10 +812,5 @@ int main(void) {
   s = CU_add_suite("virt-shrink QMP client", NULL, NULL);
   CU_add_test(s, "greeting, events, stale ids, errors, timeout", test_qmp);
   CU_add_test(s, "no greeting (another client)", test_qmp_no_greeting);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
-  return failures != 0 || e != CUE_SUCCESS;
+  return cunit_run_all();
 }

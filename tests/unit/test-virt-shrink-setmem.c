@@ -6,7 +6,7 @@
  * --require-agent; agent errors; growing; limits; a guest that is paused or
  * gone. Then what the reports make of a prepare answer.
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <string.h>
 
 #include "report.h"
@@ -660,8 +660,6 @@ static void test_sanitize(void) {
 }
 
 int main(void) {
-  unsigned failures;
-  CU_ErrorCode e;
   CU_pSuite s;
 
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -684,10 +682,5 @@ int main(void) {
   CU_add_test(s, "setmem JSON", test_setmem_json);
   CU_add_test(s, "status JSON", test_status_json);
   CU_add_test(s, "guest strings made printable for people", test_sanitize);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
-  return failures != 0 || e != CUE_SUCCESS;
+  return cunit_run_all();
 }

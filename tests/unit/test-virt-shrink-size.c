@@ -4,7 +4,7 @@
  * is KiB, libvirt's suffix rules, rounded up to KiB), option numbers, and
  * sizes printed for people.
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <string.h>
 
 #include "size.h"
@@ -146,8 +146,6 @@ static void test_printable(void) {
 }
 
 int main(void) {
-  unsigned failures;
-  CU_ErrorCode e;
   CU_pSuite s;
 
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -158,10 +156,5 @@ int main(void) {
   CU_add_test(s, "sizes for people", test_format);
   CU_add_test(s, "agent error classes", test_agent_error_classes);
   CU_add_test(s, "guest text made printable", test_printable);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
-  return failures != 0 || e != CUE_SUCCESS;
+  return cunit_run_all();
 }

@@ -6,7 +6,7 @@
  * /var/lib/libvirt/qemu/channel/target/domain-ID-NAME/, and the state
  * attributes of the live XML.
  */
-#include <CUnit/Basic.h>
+#include "cunit-run.h"
 #include <string.h>
 
 #include "domain-xml.h"
@@ -133,8 +133,6 @@ static void test_only_devices_channels_count(void) {
 }
 
 int main(void) {
-  unsigned failures;
-  CU_ErrorCode e;
   CU_pSuite s;
 
   if (CU_initialize_registry() != CUE_SUCCESS)
@@ -143,10 +141,5 @@ int main(void) {
   CU_add_test(s, "libvirt 9.0 live XML with both agent channels", test_live_xml);
   CU_add_test(s, "missing or unusable channels, broken XML", test_refusals);
   CU_add_test(s, "only /domain/devices/channel counts", test_only_devices_channels_count);
-  CU_basic_set_mode(CU_BRM_VERBOSE);
-  CU_basic_run_tests();
-  failures = CU_get_number_of_failure_records();
-  e = CU_get_error();
-  CU_cleanup_registry();
-  return failures != 0 || e != CUE_SUCCESS;
+  return cunit_run_all();
 }

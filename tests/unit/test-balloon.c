@@ -1,0 +1,987 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The balloon controller (agent/balloon.c) and the kernel log and PSI
+ * sources:
+ *  - the decision table of agent_balloon_decide() and
+ *    agent_balloon_decide_pressure(), rule by rule;
+ *  - the controller end to end with a fake source and the real round
+ *    runner (no clients: every round claims nothing): a target drop gives
+ *    a soft round sized to the shortfall, then convergence; a stall gives
+ *    a hard round, then giving up; the target rising again gives relief;
+ *    hinting holds hard rounds back; PSI gives rate-limited soft rounds;
+ *  - kmsg line matching on the real "Out of puff" and OOM-kill records of
+ *    a stalled guest (tests/vm/captured/stalled-256mib-hog) and on every
+ *    other record of two captured boots;
+ *  - the kmsg source reading a FIFO; missing and unusable paths;
+ *  - the PSI source without PSI and disabled.
+ *
+ * Fixtures: argv[1] or SHRINKD_TEST_CAPTURED (tests/vm/captured) and
+ * argv[2] or SHRINKD_TEST_PROC (tests/data/proc).
+ */
+#include "cunit-run.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "balloon.h"
+#include "errors.h"
+#include "procfs.h"
+#include "registry.h"
+#include "round.h"
+#include "settings.h"
+#include "source.h"
+
+#define MiB (UINT64_C(1) << 20)
+
+static const char *captured;
+static const char *proc_fixtures;
+
+/* ---- the decision table ---- */
+
+static AgentBalloonPolicy policy;
+
+/* An episode just begun: the host wants 640 MiB in the balloon, it holds
+ * nothing yet, 214 MiB available (150 beyond the 64 MiB reserve). */
+static AgentBalloonFacts base_facts(void) {
+  AgentBalloonFacts f = {
+      .target_known = true,
+      .target_bytes = 640 * MiB,
+      .actual_bytes = 0,
+      .in_episode = true,
+      .mem_known = true,
+      .mem_available_bytes = 214 * MiB,
+      .since_progress_ms = 0,
+      .since_stall_ms = -1,
+      .since_round_ms = -1,
+      .since_psi_round_ms = -1,
+  };
+
+  return f;
+}
+
+static AgentBalloonAction decide(const AgentBalloonFacts *f) {
+  AgentBalloonAction a;
+
+  agent_balloon_decide(&policy, f, &a);
+  return a;
+}
+
+static void test_defaults(void) {
+  CU_ASSERT_EQUAL(policy.reserve_bytes, 64 * MiB);
+  CU_ASSERT_EQUAL(policy.stall_ms, 300);
+  CU_ASSERT_EQUAL(policy.max_rounds, 6);
+  CU_ASSERT_EQUAL(policy.min_interval_ms, 100);
+  CU_ASSERT_EQUAL(policy.soft_deadline_ms, 1000);
+  CU_ASSERT_EQUAL(policy.hard_deadline_ms, 3000);
+  /* Stall detection plus a hard round fit well inside squeezed's 5 s. */
+  CU_ASSERT_TRUE(policy.stall_ms + policy.min_interval_ms + policy.hard_deadline_ms < 4000);
+  CU_ASSERT_STRING_EQUAL(agent_balloon_step_name(AGENT_BALLOON_HARD), "hard");
+  CU_ASSERT_STRING_EQUAL(agent_balloon_step_name(AGENT_BALLOON_GIVE_UP), "give-up");
+}
+
+static void test_target_drop_soft(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a = decide(&f);
+
+  /* Shortfall = 640 - (214 - 64) = 490 MiB. */
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 490 * MiB);
+  CU_ASSERT_EQUAL(a.deadline_ms, 1000);
+  CU_ASSERT_EQUAL(a.free_beyond_reserve_bytes, 150 * MiB);
+
+  /* The balloon already took some: the shortfall does not change, as
+   * what it took came out of what was free. */
+  f.actual_bytes = 100 * MiB;
+  f.mem_available_bytes = 114 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 490 * MiB);
+
+  /* Nothing available beyond the reserve, or MemAvailable unreadable:
+   * all that is missing. */
+  f = base_facts();
+  f.mem_available_bytes = 10 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.round_bytes, 640 * MiB);
+  f.mem_known = false;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 640 * MiB);
+}
+
+static void test_zero_shortfall(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  /* Free memory covers the target: no round, wait for the balloon. */
+  f.mem_available_bytes = 900 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 300);
+  f.since_progress_ms = 120;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 180);
+  /* It stalls anyway: soft first, for all that is missing. */
+  f.since_progress_ms = 300;
+  f.actual_bytes = 600 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 40 * MiB);
+  /* An "Out of puff" line counts at once. */
+  f.since_progress_ms = 5;
+  f.stall_seen = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+}
+
+static void test_escalation(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  /* The soft round covered the shortfall (340 MiB missing, 350 MiB
+   * free beyond the reserve) and the balloon moves: wait. */
+  f.rounds = 1;
+  f.last_round_claimed_bytes = 100 * MiB;
+  f.actual_bytes = 300 * MiB;
+  f.mem_available_bytes = 414 * MiB;
+  f.since_round_ms = 100;
+  f.since_progress_ms = 100;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 200);
+
+  /* The soft round left a shortfall (only 6 MiB free beyond the
+   * reserve): hard at once for it, without waiting for a stall... */
+  f.mem_available_bytes = 70 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  CU_ASSERT_EQUAL(a.round_bytes, 334 * MiB);
+  CU_ASSERT_EQUAL(a.deadline_ms, 3000);
+  /* ...rate-limited... */
+  f.since_round_ms = 30;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 70);
+  /* ...and never while hinting. */
+  f.since_round_ms = 100;
+  f.hint_in_progress = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  f.hint_in_progress = false;
+
+  /* After a hard round, moving: wait, even with a shortfall left (the
+   * freed memory may still be on its way back to the kernel). */
+  f.last_round_hard = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 200);
+
+  /* No progress for stall_ms: hard, for all that is still missing. */
+  f.since_progress_ms = 300;
+  f.since_round_ms = 300;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  CU_ASSERT_EQUAL(a.round_bytes, 340 * MiB);
+  CU_ASSERT_EQUAL(a.deadline_ms, 3000);
+
+  /* Out of puff soon after the round ended: rate-limited, then hard. */
+  f.since_progress_ms = 40;
+  f.since_round_ms = 40;
+  f.stall_seen = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 60);
+  f.since_round_ms = 100;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+
+  /* A soft round that freed nothing is no reason to stop: hard next. */
+  f.last_round_claimed_bytes = 0;
+  f.last_round_hard = false;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  f.last_round_hard = true;
+
+  /* Repeated hard rounds while they free something... */
+  f.rounds = 3;
+  f.last_round_hard = true;
+  f.last_round_claimed_bytes = 10 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  /* ...until one frees nothing (late replies may still free memory: not
+   * a reason to stop)... */
+  f.last_round_claimed_bytes = 0;
+  f.last_round_missed = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  f.last_round_missed = false;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_GIVE_UP);
+  /* ...or the episode's rounds are used up. */
+  f.last_round_claimed_bytes = 10 * MiB;
+  f.rounds = 6;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_GIVE_UP);
+  /* Given up: quiet until the target changes. */
+  f.gave_up = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+}
+
+static void test_converged_and_idle(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  f.rounds = 2;
+  f.actual_bytes = 640 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_CONVERGED);
+  /* Converged wins over having given up. */
+  f.gave_up = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_CONVERGED);
+
+  f = base_facts();
+  f.round_running = true;
+  f.since_progress_ms = 10000;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+
+  f = base_facts();
+  f.in_episode = false;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+}
+
+static void test_relief(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  /* The host gives memory back: target below what the balloon holds. */
+  f.in_episode = false;
+  f.target_fell = true;
+  f.target_bytes = 0;
+  f.actual_bytes = 640 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_RELIEF);
+  /* Even while a round runs. */
+  f.round_running = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_RELIEF);
+  /* Lowered, but still above what the balloon holds: no relief, the
+   * episode goes on. */
+  f = base_facts();
+  f.target_fell = true;
+  f.target_bytes = 500 * MiB;
+  f.actual_bytes = 300 * MiB;
+  f.rounds = 1;
+  f.since_round_ms = 50;
+  f.since_progress_ms = 50;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  /* Without a known target there is no relief from this rule. */
+  f.target_known = false;
+  f.target_bytes = 0;
+  a = decide(&f);
+  CU_ASSERT_NOT_EQUAL(a.step, AGENT_BALLOON_RELIEF);
+}
+
+static void test_hint(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  /* Hinting collapses MemFree: never a hard round because of it. */
+  f.hint_in_progress = true;
+  f.rounds = 1;
+  f.since_round_ms = 1000;
+  f.since_progress_ms = 1000;
+  f.stall_seen = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  /* Once it ends, the hard round comes. */
+  f.hint_in_progress = false;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  /* A real target change during hinting still gets its soft round. */
+  f = base_facts();
+  f.hint_in_progress = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  /* No episode (hinting alone moves no target): nothing at all. */
+  f.in_episode = false;
+  f.mem_available_bytes = 0;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+}
+
+static void test_blind(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  /* Config space unreadable: target unknown; an episode starts with an
+   * "Out of puff" line and rounds are blind_step_bytes. */
+  f.target_known = false;
+  f.target_bytes = 0;
+  f.actual_bytes = 90 * MiB;
+  f.stall_seen = true;
+  f.since_stall_ms = 0;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 64 * MiB);
+  f.rounds = 1;
+  f.since_round_ms = 500;
+  f.last_round_claimed_bytes = 1;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  CU_ASSERT_EQUAL(a.round_bytes, 128 * MiB); /* doubling: the need is unknown */
+  f.rounds = 5;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.round_bytes, 1024 * MiB); /* at most 16 steps */
+  f.rounds = 1;
+  /* No progress alone is no stall without a target. */
+  f.stall_seen = false;
+  f.since_progress_ms = 100000;
+  f.since_stall_ms = 1000;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 4000);
+  f.since_stall_ms = 5000;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_CONVERGED);
+  /* ...unless memory is really short: then it is a stall (no kmsg
+   * needed). A little below the reserve is not enough. */
+  f.mem_available_bytes = 30 * MiB;
+  f.since_progress_ms = 300;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  f.mem_available_bytes = 10 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  f.rounds = 0;
+  f.since_round_ms = -1;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 64 * MiB);
+  /* Still growing: wait for stall_ms after the last progress. */
+  f.since_progress_ms = 100;
+  f.since_stall_ms = -1;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 200);
+  /* It began to shrink: relief. */
+  f.actual_fell = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_RELIEF);
+  /* With a known target, a shrinking size alone is no relief. */
+  f = base_facts();
+  f.actual_fell = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+}
+
+static void test_pressure(void) {
+  AgentBalloonFacts f = base_facts();
+  AgentBalloonAction a;
+
+  f.in_episode = false;
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 64 * MiB);
+  CU_ASSERT_EQUAL(a.deadline_ms, 1000);
+  f.since_psi_round_ms = 5000;
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  f.since_psi_round_ms = 10000;
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  f.hint_in_progress = true;
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  f.hint_in_progress = false;
+  f.round_running = true;
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  f.round_running = false;
+  f.in_episode = true;
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  f.gave_up = true; /* the balloon's episode is stuck: PSI may act */
+  agent_balloon_decide_pressure(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+}
+
+/* ---- the controller with a fake source ---- */
+
+static void fake_start(AgentSource *s) {
+  agent_source_set_status(s, TRUE, "fake", "made by the test");
+}
+
+static void fake_stop(AgentSource *s) {}
+
+static void fake_finalize(AgentSource *s) {
+  g_free(s);
+}
+
+static const AgentSourceClass fake_class = {
+    .name = "fake-balloon",
+    .start = fake_start,
+    .stop = fake_stop,
+    .finalize = fake_finalize,
+};
+
+static AgentSource *fake;
+
+static void emit(AgentSourceEventKind kind, uint64_t target, uint64_t actual, uint64_t prev,
+                 bool hint) {
+  AgentSourceEvent ev = {
+      .kind = kind,
+      .balloon = {.target_known = true,
+                  .target_bytes = target,
+                  .actual_known = true,
+                  .actual_bytes = actual,
+                  .hint_supported = true,
+                  .free_page_hint_cmd_id = hint ? 0x80000001u : 1,
+                  .hint_in_progress = hint},
+      .prev_bytes = prev,
+  };
+
+  agent_source_emit(fake, &ev);
+}
+
+static void emit_simple(AgentSourceEventKind kind, const char *text) {
+  AgentSourceEvent ev = {.kind = kind, .text = text};
+
+  agent_source_emit(fake, &ev);
+}
+
+static guint history_len(AgentRounds *rounds) {
+  return g_queue_get_length((GQueue *)agent_round_history(rounds));
+}
+
+static const AgentRoundReport *report_at(AgentRounds *rounds, guint i) {
+  return g_queue_peek_nth((GQueue *)agent_round_history(rounds), i);
+}
+
+/* Runs the default context until @rounds has @n reports, or @ms pass. */
+static gboolean run_until_reports(AgentRounds *rounds, guint n, int ms) {
+  int64_t end = g_get_monotonic_time() + ms * 1000;
+
+  while (history_len(rounds) < n && g_get_monotonic_time() < end)
+    g_main_context_iteration(NULL, FALSE), g_usleep(1000);
+  return history_len(rounds) >= n;
+}
+
+static void run_for(int ms) {
+  int64_t end = g_get_monotonic_time() + ms * 1000;
+
+  while (g_get_monotonic_time() < end)
+    g_main_context_iteration(NULL, FALSE), g_usleep(1000);
+}
+
+static void test_controller(void) {
+  g_autofree char *root = g_build_filename(proc_fixtures, "guest-stalled-256mib-hog", NULL);
+  AgentProcfs *procfs = agent_procfs_new(root); /* MemAvailable 0 */
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentRounds *rounds = agent_rounds_new(reg, procfs, NULL);
+  AgentBalloonPolicy p;
+  AgentBalloon *b;
+  AgentBalloonStatus st;
+  const AgentRoundReport *r;
+
+  agent_balloon_policy_init(&p);
+  p.stall_ms = 40;
+  p.min_interval_ms = 200; /* room to report progress between rounds */
+  p.psi_interval_ms = 100000;
+  b = agent_balloon_new(rounds, procfs, &p);
+  fake = g_malloc0(sizeof(AgentSource));
+  agent_source_init(fake, &fake_class, &(AgentSourceEnv){.root = root, .procfs = procfs});
+  agent_balloon_add_source(b, fake);
+  agent_balloon_start(b);
+  CU_ASSERT_EQUAL(agent_balloon_sources(b)->len, 1);
+
+  /* Start-up: the balloon holds its target of 0. */
+  {
+    AgentSourceEvent ev = {.kind = AGENT_SOURCE_EVENT_TARGET,
+                           .initial = true,
+                           .balloon = {.target_known = true, .actual_known = true}};
+
+    agent_source_emit(fake, &ev);
+  }
+  run_for(20);
+  CU_ASSERT_EQUAL(history_len(rounds), 0);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_FALSE(st.present); /* a fake is no virtio device */
+  CU_ASSERT_STRING_EQUAL(st.state, "idle");
+  CU_ASSERT_FALSE(st.has_episode);
+
+  /* The host wants 640 MiB: nothing free beyond the reserve, so a soft
+   * round (reason balloon) for all of it. */
+  emit(AGENT_SOURCE_EVENT_TARGET, 640 * MiB, 0, 0, false);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 1, 1000));
+  r = report_at(rounds, 0);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_BALLOON);
+  CU_ASSERT_EQUAL(r->target_bytes, 640 * MiB);
+  CU_ASSERT_EQUAL(r->deadline_ms, 1000);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.has_episode);
+  CU_ASSERT_EQUAL(st.episode.rounds, 1);
+  CU_ASSERT_EQUAL(st.episode.soft_rounds, 1);
+  CU_ASSERT_EQUAL(st.episode.target_bytes, 640 * MiB);
+  CU_ASSERT_TRUE(st.episode.first_round_us >= 0);
+
+  /* The balloon moves and gets there before the next round may start:
+   * converged, no hard round. */
+  emit(AGENT_SOURCE_EVENT_PROGRESS, 640 * MiB, 300 * MiB, 0, false);
+  run_for(20);
+  emit(AGENT_SOURCE_EVENT_PROGRESS, 640 * MiB, 640 * MiB, 300 * MiB, false);
+  run_for(100);
+  CU_ASSERT_EQUAL(history_len(rounds), 1);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_STRING_EQUAL(st.state, "idle");
+  CU_ASSERT_TRUE(st.episode.converged_us > 0);
+  CU_ASSERT_STRING_EQUAL(st.episode.end_reason ? st.episode.end_reason : "", "converged");
+
+  /* 800 MiB: a new episode. Soft; it frees nothing and leaves the
+   * shortfall: hard after min_interval_ms; it frees nothing: give up. */
+  emit(AGENT_SOURCE_EVENT_TARGET, 800 * MiB, 640 * MiB, 640 * MiB, false);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 3, 2000));
+  r = report_at(rounds, 1);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(r->target_bytes, 160 * MiB);
+  r = report_at(rounds, 2);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_HARD);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_BALLOON);
+  CU_ASSERT_EQUAL(r->target_bytes, 160 * MiB);
+  CU_ASSERT_EQUAL(r->deadline_ms, 3000);
+  run_for(150);
+  CU_ASSERT_EQUAL(history_len(rounds), 3); /* gave up: no more */
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.episode.gave_up);
+  CU_ASSERT_EQUAL(st.episode.hard_rounds, 1);
+  CU_ASSERT_STRING_EQUAL(st.state, "stalled");
+  /* Stall lines and OOM kills are counted. */
+  emit_simple(AGENT_SOURCE_EVENT_STALL, "virtio_balloon virtio0: Out of puff! Can't get 1 pages");
+  emit_simple(AGENT_SOURCE_EVENT_OOM_KILL, "Out of memory: Killed process 210 (hog)");
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.stalls_seen, 1);
+  CU_ASSERT_EQUAL(st.oom_kills, 1);
+  CU_ASSERT_EQUAL(st.episode.oom_kills, 1);
+  run_for(50);
+  CU_ASSERT_EQUAL(history_len(rounds), 3);
+
+  /* The host gives it all back: relief, the episode ends. */
+  emit(AGENT_SOURCE_EVENT_TARGET, 0, 700 * MiB, 800 * MiB, false);
+  run_for(20);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.reliefs, 1);
+  CU_ASSERT_STRING_EQUAL(st.state, "deflating");
+  CU_ASSERT_STRING_EQUAL(st.episode.end_reason ? st.episode.end_reason : "", "target lowered");
+  emit(AGENT_SOURCE_EVENT_PROGRESS, 0, 0, 700 * MiB, false);
+  run_for(20);
+  CU_ASSERT_EQUAL(history_len(rounds), 3);
+
+  /* Hinting: the soft round comes, the hard one waits for its end. */
+  emit(AGENT_SOURCE_EVENT_TARGET, 100 * MiB, 0, 0, true);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 4, 1000));
+  CU_ASSERT_EQUAL(report_at(rounds, 3)->level, PROTO_LEVEL_SOFT);
+  run_for(200);
+  CU_ASSERT_EQUAL(history_len(rounds), 4);
+  emit(AGENT_SOURCE_EVENT_HINT_END, 100 * MiB, 0, 0, false);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 5, 1000));
+  CU_ASSERT_EQUAL(report_at(rounds, 4)->level, PROTO_LEVEL_HARD);
+  run_for(50);
+
+  /* The balloon's episode is over (given up): PSI gives a soft round
+   * (reason pressure), then is rate-limited. */
+  emit(AGENT_SOURCE_EVENT_TARGET, 0, 0, 100 * MiB, false);
+  emit_simple(AGENT_SOURCE_EVENT_PRESSURE, "some 150000 1000000");
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 6, 1000));
+  r = report_at(rounds, 5);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_PRESSURE);
+  CU_ASSERT_EQUAL(r->target_bytes, 64 * MiB);
+  emit_simple(AGENT_SOURCE_EVENT_PRESSURE, "some 150000 1000000");
+  run_for(50);
+  CU_ASSERT_EQUAL(history_len(rounds), 6);
+
+  /* Freed while a round is still queued: the round's end finds no one. */
+  emit(AGENT_SOURCE_EVENT_TARGET, 50 * MiB, 0, 0, false);
+  agent_balloon_free(b);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+}
+
+static void emit_blind(uint64_t actual, uint64_t prev) {
+  AgentSourceEvent ev = {
+      .kind = AGENT_SOURCE_EVENT_PROGRESS,
+      .balloon = {.actual_known = true, .actual_bytes = actual},
+      .prev_bytes = prev,
+  };
+
+  agent_source_emit(fake, &ev);
+}
+
+/* Config space unreadable: only the balloon's size and stall lines. */
+static void test_controller_blind(void) {
+  g_autofree char *root = g_build_filename(proc_fixtures, "guest-stalled-256mib-hog", NULL);
+  AgentProcfs *procfs = agent_procfs_new(root);
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentRounds *rounds = agent_rounds_new(reg, procfs, NULL);
+  AgentBalloonPolicy p;
+  AgentBalloon *b;
+  AgentBalloonStatus st;
+
+  agent_balloon_policy_init(&p);
+  p.stall_ms = 150;
+  p.min_interval_ms = 10;
+  b = agent_balloon_new(rounds, procfs, &p);
+  fake = g_malloc0(sizeof(AgentSource));
+  agent_source_init(fake, &fake_class, &(AgentSourceEnv){.root = root, .procfs = procfs});
+  agent_balloon_add_source(b, fake);
+  agent_balloon_start(b);
+
+  /* It grows: an episode, but no round while it moves... */
+  emit_blind(10 * MiB, 0);
+  run_for(10);
+  emit_blind(50 * MiB, 10 * MiB);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.has_episode);
+  CU_ASSERT_STRING_EQUAL(st.state, "inflating");
+  run_for(10);
+  CU_ASSERT_EQUAL(history_len(rounds), 0);
+  /* ...then it stops with MemAvailable at 0: a soft round of one step,
+   * then hard rounds of two, four steps (all claim nothing, with nobody
+   * registered, and every request answered: give up after the first
+   * hard one). */
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 2, 2000));
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->target_bytes, 64 * MiB);
+  CU_ASSERT_EQUAL(report_at(rounds, 1)->level, PROTO_LEVEL_HARD);
+  CU_ASSERT_EQUAL(report_at(rounds, 1)->target_bytes, 128 * MiB);
+  run_for(100);
+  CU_ASSERT_EQUAL(history_len(rounds), 2);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.episode.gave_up);
+  CU_ASSERT_EQUAL(st.episode.target_bytes, 0);
+
+  /* It shrinks: relief, once. */
+  emit_blind(40 * MiB, 50 * MiB);
+  run_for(10);
+  emit_blind(0, 40 * MiB);
+  run_for(10);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.reliefs, 1);
+  CU_ASSERT_STRING_EQUAL(st.episode.end_reason ? st.episode.end_reason : "", "the balloon shrank");
+
+  /* An "Out of puff" line alone starts an episode too. */
+  emit_simple(AGENT_SOURCE_EVENT_STALL, "virtio_balloon virtio0: Out of puff! Can't get 1 pages");
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 3, 1000));
+  CU_ASSERT_EQUAL(report_at(rounds, 2)->level, PROTO_LEVEL_SOFT);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.stalls_seen, 1);
+
+  agent_balloon_free(b);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+}
+
+/* ---- kmsg ---- */
+
+static char **read_lines(const char *rel) {
+  g_autofree char *path = g_build_filename(captured, rel, NULL);
+  g_autofree char *text = NULL;
+
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return NULL;
+  return g_strsplit(text, "\n", -1);
+}
+
+static void test_kmsg_lines(void) {
+  g_auto(GStrv) puff = read_lines("stalled-256mib-hog/out-of-puff.txt");
+  g_auto(GStrv) all = read_lines("stalled-256mib-hog/kmsg.txt");
+  g_auto(GStrv) boot = read_lines("idle-1024mib/kmsg.txt");
+  unsigned n_puff = 0, n_stall = 0, n_oom = 0, n_other = 0;
+  const char *text;
+  size_t len;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL(puff);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(all);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(boot);
+  for (char **l = puff; *l; l++) {
+    if (!**l)
+      continue;
+    n_puff++;
+    CU_ASSERT_EQUAL(agent_kmsg_classify(*l, strlen(*l), &text, &len), AGENT_KMSG_STALL);
+    CU_ASSERT_TRUE(g_str_has_prefix(text, "virtio_balloon virtio0: Out of puff!"));
+    CU_ASSERT_EQUAL(text[len], '\0'); /* the text runs to the end of the record */
+  }
+  CU_ASSERT_EQUAL(n_puff, 20);
+  for (char **l = all; *l; l++) {
+    switch (agent_kmsg_classify(*l, strlen(*l), NULL, NULL)) {
+    case AGENT_KMSG_STALL: n_stall++; break;
+    case AGENT_KMSG_OOM_KILL:
+      n_oom++;
+      CU_ASSERT_PTR_NOT_NULL(strstr(*l, "Killed process 210 (hog)"));
+      break;
+    case AGENT_KMSG_OTHER:
+      n_other++;
+      CU_ASSERT_PTR_NULL(strstr(*l, "Out of puff"));
+      break;
+    }
+  }
+  CU_ASSERT_EQUAL(n_stall, 20);
+  CU_ASSERT_EQUAL(n_oom, 1);
+  CU_ASSERT_TRUE(n_other > 100);
+  /* A whole boot log: nothing matches. */
+  for (char **l = boot; *l; l++)
+    CU_ASSERT_EQUAL(agent_kmsg_classify(*l, strlen(*l), NULL, NULL), AGENT_KMSG_OTHER);
+
+  /* Record prefix, newline, continuation, bare text, memcg kill. */
+  {
+    static const char rec[] = "6,1,2,-;virtio_balloon virtio3: Out of puff! Can't get 1 pages\n"
+                              " SUBSYSTEM=virtio\n";
+
+    CU_ASSERT_EQUAL(agent_kmsg_classify(rec, sizeof(rec) - 1, &text, &len), AGENT_KMSG_STALL);
+  }
+  CU_ASSERT_EQUAL(len, strlen("virtio_balloon virtio3: Out of puff! Can't get 1 pages"));
+  CU_ASSERT_EQUAL(agent_kmsg_classify("Out of puff! Can't get 1 pages", 30, &text, &len),
+                  AGENT_KMSG_STALL);
+  CU_ASSERT_EQUAL(text[0], 'O');
+  {
+    static const char rec[] = "3,9,9,c;Memory cgroup out of memory: Killed process 7 (x)";
+
+    CU_ASSERT_EQUAL(agent_kmsg_classify(rec, sizeof(rec) - 1, NULL, NULL), AGENT_KMSG_OOM_KILL);
+  }
+  /* The driver's text has its exclamation mark. */
+  CU_ASSERT_EQUAL(agent_kmsg_classify("6,1,2,-;Out of puff", 19, NULL, NULL), AGENT_KMSG_OTHER);
+  CU_ASSERT_EQUAL(agent_kmsg_classify("12,3;x Out of puff!", 19, &text, NULL), AGENT_KMSG_STALL);
+  CU_ASSERT_EQUAL(text[0], '1'); /* too few fields for a record prefix: all text */
+  CU_ASSERT_EQUAL(agent_kmsg_classify("", 0, NULL, NULL), AGENT_KMSG_OTHER);
+}
+
+typedef struct {
+  unsigned stalls, ooms;
+  char *last_text;
+} KmsgSeen;
+
+static void kmsg_sink(AgentSource *source, const AgentSourceEvent *ev, gpointer data) {
+  KmsgSeen *seen = data;
+
+  if (ev->kind == AGENT_SOURCE_EVENT_STALL)
+    seen->stalls++;
+  if (ev->kind == AGENT_SOURCE_EVENT_OOM_KILL)
+    seen->ooms++;
+  g_free(seen->last_text);
+  seen->last_text = g_strdup(ev->text);
+}
+
+static void test_kmsg_source(void) {
+  g_autofree char *dir = g_dir_make_tmp("shrinkd-kmsg-XXXXXX", NULL);
+  g_autofree char *fifo = g_build_filename(dir, "kmsg", NULL);
+  g_autofree char *regular = g_build_filename(dir, "plain", NULL);
+  g_autofree char *missing = g_build_filename(dir, "missing", NULL);
+  g_auto(GStrv) all = read_lines("stalled-256mib-hog/kmsg.txt");
+  AgentSourceEnv env = {0};
+  AgentSourceStatus st;
+  AgentSource *s;
+  KmsgSeen seen = {0};
+  uint64_t stalls, ooms;
+  int wfd;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL(all);
+  CU_ASSERT_EQUAL_FATAL(mkfifo(fifo, 0600), 0);
+  s = agent_source_kmsg_new(&env, fifo);
+  agent_source_set_sink(s, kmsg_sink, &seen);
+  agent_source_start(s);
+  agent_source_get_status(s, &st);
+  CU_ASSERT_TRUE(st.active);
+  CU_ASSERT_STRING_EQUAL(st.name, "kmsg");
+  wfd = open(fifo, O_WRONLY | O_NONBLOCK);
+  CU_ASSERT_TRUE_FATAL(wfd >= 0);
+  /* The whole captured log, in one go and then a record cut in two. */
+  for (char **l = all; *l; l++) {
+    if (**l) {
+      g_autofree char *line = g_strconcat(*l, "\n", NULL);
+
+      CU_ASSERT_EQUAL(write(wfd, line, strlen(line)), (ssize_t)strlen(line));
+      run_for(0);
+      while (g_main_context_iteration(NULL, FALSE))
+        ;
+    }
+  }
+  CU_ASSERT_EQUAL(write(wfd, "6,999,1,-;virtio_balloon virtio0: Out of ", 41), 41);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+  CU_ASSERT_EQUAL(seen.stalls, 20);
+  CU_ASSERT_EQUAL(write(wfd, "puff! Can't get 1 pages\n", 24), 24);
+  run_for(20);
+  CU_ASSERT_EQUAL(seen.stalls, 21);
+  CU_ASSERT_EQUAL(seen.ooms, 1);
+  CU_ASSERT_STRING_EQUAL(seen.last_text ? seen.last_text : "",
+                         "virtio_balloon virtio0: Out of puff! Can't get 1 pages");
+  agent_source_kmsg_counts(s, &stalls, &ooms);
+  CU_ASSERT_EQUAL(stalls, 21);
+  CU_ASSERT_EQUAL(ooms, 1);
+  /* A writer leaving is no end of file for the source. */
+  close(wfd);
+  run_for(20);
+  agent_source_get_status(s, &st);
+  CU_ASSERT_TRUE(st.active);
+  agent_source_free(s);
+  g_unlink(fifo);
+
+  /* Missing, and a regular file: inactive, saying why. */
+  s = agent_source_kmsg_new(&env, missing);
+  agent_source_start(s);
+  agent_source_get_status(s, &st);
+  CU_ASSERT_FALSE(st.active);
+  CU_ASSERT_PTR_NOT_NULL(strstr(st.reason, "No such file"));
+  agent_source_free(s);
+  g_file_set_contents(regular, "6,1,1,-;Out of puff!\n", -1, NULL);
+  s = agent_source_kmsg_new(&env, regular);
+  agent_source_start(s);
+  agent_source_get_status(s, &st);
+  CU_ASSERT_FALSE(st.active);
+  CU_ASSERT_PTR_NOT_NULL(strstr(st.reason, "regular file"));
+  agent_source_free(s);
+  g_unlink(regular);
+  g_rmdir(dir);
+  g_free(seen.last_text);
+}
+
+static void test_psi_source(void) {
+  g_autofree char *empty = g_dir_make_tmp("shrinkd-psi-XXXXXX", NULL);
+  AgentSourceEnv env = {.root = empty};
+  AgentSourceStatus st;
+  AgentSource *s;
+
+  /* A kernel without PSI. */
+  s = agent_source_psi_new(&env, AGENT_PSI_TRIGGER_DEFAULT);
+  agent_source_start(s);
+  agent_source_get_status(s, &st);
+  CU_ASSERT_STRING_EQUAL(st.name, "psi");
+  CU_ASSERT_FALSE(st.active);
+  CU_ASSERT_PTR_NOT_NULL(strstr(st.reason, "without PSI"));
+  agent_source_free(s);
+  /* Off. */
+  s = agent_source_psi_new(&env, "off");
+  agent_source_start(s);
+  agent_source_get_status(s, &st);
+  CU_ASSERT_FALSE(st.active);
+  CU_ASSERT_PTR_NOT_NULL(strstr(st.reason, "disabled"));
+  agent_source_free(s);
+  g_rmdir(empty);
+}
+
+/* ---- settings ---- */
+
+static gboolean load_text(AgentSettings *s, const char *text, GError **error) {
+  g_autofree char *path = NULL;
+  int fd = g_file_open_tmp("shrinkd-conf-XXXXXX", &path, NULL);
+  gboolean ok;
+
+  g_assert(fd >= 0);
+  close(fd);
+  g_assert(g_file_set_contents(path, text, -1, NULL));
+  ok = agent_settings_load_file(s, path, TRUE, error);
+  g_unlink(path);
+  return ok;
+}
+
+static void test_settings(void) {
+  AgentSettings s;
+  g_autoptr(GError) error = NULL;
+
+  agent_settings_init(&s);
+  CU_ASSERT_TRUE(s.balloon);
+  CU_ASSERT_STRING_EQUAL(s.balloon_events, "auto");
+  CU_ASSERT_STRING_EQUAL(s.kmsg_path, "/dev/kmsg");
+  CU_ASSERT_STRING_EQUAL(s.psi_trigger, AGENT_PSI_TRIGGER_DEFAULT);
+  CU_ASSERT_EQUAL(s.balloon_reserve_mib, 64);
+  CU_ASSERT_EQUAL(s.balloon_stall_ms, AGENT_BALLOON_STALL_MS_DEFAULT);
+  CU_ASSERT_EQUAL(s.balloon_hard_deadline_ms, AGENT_BALLOON_HARD_DEADLINE_DEFAULT);
+  CU_ASSERT_EQUAL(s.poll_idle_ms, AGENT_VIRTIO_POLL_IDLE_MS_DEFAULT);
+
+  CU_ASSERT_TRUE(load_text(&s,
+                           "[shrinkd]\nballoon=off\nballoon_events=poll\nballoon_reserve_mib=32\n"
+                           "balloon_stall_ms=500\nballoon_max_rounds=3\npoll_idle_ms=1000\n"
+                           "kmsg=/tmp/kmsg.fifo\npsi_trigger=some 300000 2000000\n",
+                           &error));
+  CU_ASSERT_FALSE(s.balloon);
+  CU_ASSERT_STRING_EQUAL(s.balloon_events, "poll");
+  CU_ASSERT_EQUAL(s.balloon_reserve_mib, 32);
+  CU_ASSERT_EQUAL(s.balloon_stall_ms, 500);
+  CU_ASSERT_EQUAL(s.balloon_max_rounds, 3);
+  CU_ASSERT_EQUAL(s.poll_idle_ms, 1000);
+  CU_ASSERT_STRING_EQUAL(s.kmsg_path, "/tmp/kmsg.fifo");
+  CU_ASSERT_STRING_EQUAL(s.psi_trigger, "some 300000 2000000");
+
+  /* Refused, naming the key; the settings stay as they were. */
+  CU_ASSERT_FALSE(load_text(&s, "[shrinkd]\nballoon_events=sometimes\n", &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "balloon_events"));
+  g_clear_error(&error);
+  CU_ASSERT_FALSE(load_text(&s, "[shrinkd]\nballoon=maybe\n", &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "balloon"));
+  g_clear_error(&error);
+  CU_ASSERT_FALSE(load_text(&s, "[shrinkd]\nkmsg=dev/kmsg\n", &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "kmsg"));
+  g_clear_error(&error);
+  CU_ASSERT_FALSE(load_text(&s, "[shrinkd]\nballoon_hard_deadline_ms=9000\n", &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "balloon_hard_deadline_ms"));
+  g_clear_error(&error);
+  CU_ASSERT_FALSE(load_text(&s, "[shrinkd]\nballoon_stall_ms=0\n", &error));
+  g_clear_error(&error);
+  CU_ASSERT_STRING_EQUAL(s.balloon_events, "poll");
+  CU_ASSERT_EQUAL(s.balloon_stall_ms, 500);
+  CU_ASSERT_TRUE(agent_settings_valid_balloon_events("kprobe-tracefs"));
+  CU_ASSERT_FALSE(agent_settings_valid_balloon_events("kprobe"));
+  agent_settings_clear(&s);
+}
+
+int main(int argc, char **argv) {
+  CU_pSuite s;
+
+  captured = argc > 1 ? argv[1] : g_getenv("SHRINKD_TEST_CAPTURED");
+  proc_fixtures = argc > 2 ? argv[2] : g_getenv("SHRINKD_TEST_PROC");
+  if (!captured || !proc_fixtures) {
+    fprintf(stderr,
+            "usage: %s CAPTURED_DIR PROC_DIR (or SHRINKD_TEST_CAPTURED, "
+            "SHRINKD_TEST_PROC)\n",
+            argv[0]);
+    return 2;
+  }
+  g_log_set_always_fatal(G_LOG_FATAL_MASK);
+  agent_balloon_policy_init(&policy);
+  if (CU_initialize_registry() != CUE_SUCCESS)
+    return 1;
+  s = CU_add_suite("balloon", NULL, NULL);
+  CU_add_test(s, "defaults", test_defaults);
+  CU_add_test(s, "target drop: soft round sized to the shortfall", test_target_drop_soft);
+  CU_add_test(s, "zero shortfall: no round until a stall", test_zero_shortfall);
+  CU_add_test(s, "no progress: hard, bounded, rate-limited", test_escalation);
+  CU_add_test(s, "converged, running, no episode", test_converged_and_idle);
+  CU_add_test(s, "target rises: relief", test_relief);
+  CU_add_test(s, "free page hinting: no hard round", test_hint);
+  CU_add_test(s, "target unknown: stall lines only", test_blind);
+  CU_add_test(s, "PSI: soft, rate-limited", test_pressure);
+  CU_add_test(s, "controller with a fake source and real rounds", test_controller);
+  CU_add_test(s, "controller without a known target", test_controller_blind);
+  CU_add_test(s, "kmsg: captured records", test_kmsg_lines);
+  CU_add_test(s, "kmsg source on a FIFO", test_kmsg_source);
+  CU_add_test(s, "psi source: absent, off", test_psi_source);
+  CU_add_test(s, "settings: the balloon's keys", test_settings);
+  return cunit_run_all();
+}
