@@ -424,6 +424,9 @@ static bool request_round(AgentBalloon *self, const AgentBalloonAction *a, proto
       .level = a->step == AGENT_BALLOON_HARD ? PROTO_LEVEL_HARD : PROTO_LEVEL_SOFT,
       .deadline_ms = a->deadline_ms,
       .reason = reason,
+      /* Every hard round of an episode follows its soft round (rule 10 of
+       * agent_balloon_decide()): asking softly again would only cost time. */
+      .soft_done = a->step == AGENT_BALLOON_HARD,
   };
   Ticket *t = g_new0(Ticket, 1);
 

@@ -46,7 +46,7 @@ const char *agent_policy_decision_name(agent_policy_decision why) {
 }
 
 unsigned agent_policy_plan_phases(proto_level level, uint32_t deadline_ms, unsigned soft_share_pct,
-                                  agent_policy_phase out[AGENT_POLICY_PHASES_MAX]) {
+                                  bool soft_done, agent_policy_phase out[AGENT_POLICY_PHASES_MAX]) {
   uint32_t soft_ms;
 
   if (deadline_ms == 0)
@@ -55,7 +55,7 @@ unsigned agent_policy_plan_phases(proto_level level, uint32_t deadline_ms, unsig
     out[0] = (agent_policy_phase){PROTO_LEVEL_SOFT, deadline_ms};
     return 1;
   }
-  if (deadline_ms < 2) {
+  if (deadline_ms < 2 || soft_done) {
     out[0] = (agent_policy_phase){PROTO_LEVEL_HARD, deadline_ms};
     return 1;
   }

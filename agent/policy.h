@@ -11,7 +11,9 @@
  * for what the soft phase did not free ("soft before hard"); the soft phase
  * gets soft_share_pct percent of the deadline (at least 1 ms), the hard
  * phase the rest. A hard round whose deadline is too short to split (< 2 ms)
- * is a single hard phase.
+ * is a single hard phase, and so is one whose soft phase already ran as
+ * a round of its own (an escalation: the balloon controller's hard round
+ * after its soft round), since asking softly again only costs time.
  *
  * Passes (agent_policy_split). Each phase has at most two passes. Pass 1
  * covers the phase's target; pass 2, sent only if every pass-1 request was
@@ -106,11 +108,12 @@ typedef enum {
  * Plans the phases of a round of @level with @deadline_ms (>= 1) into @out
  * (AGENT_POLICY_PHASES_MAX entries). @soft_share_pct (1..99; other values
  * are clamped) is the soft phase's share of a hard round's deadline.
- * Returns the number of phases (1 or 2). The phases' deadlines sum to
- * @deadline_ms.
+ * @soft_done: a soft round for the same need already ran, so a hard round
+ * is one hard phase. Returns the number of phases (1 or 2). The phases'
+ * deadlines sum to @deadline_ms.
  */
 unsigned agent_policy_plan_phases(proto_level level, uint32_t deadline_ms, unsigned soft_share_pct,
-                                  agent_policy_phase out[AGENT_POLICY_PHASES_MAX]);
+                                  bool soft_done, agent_policy_phase out[AGENT_POLICY_PHASES_MAX]);
 
 /*
  * Splits @pass's target among the @n candidates @c by the rule above.

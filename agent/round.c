@@ -235,7 +235,8 @@ static void begin_round(AgentRounds *self, Pending *pending) {
   }
 
   r->n_phases = agent_policy_plan_phases(report->level, report->deadline_ms,
-                                         self->config.soft_share_pct, r->phases);
+                                         self->config.soft_share_pct, pending->params.soft_done,
+                                         r->phases);
   r->phase = 0;
   r->pass = 0;
   r->phase_target = report->target_bytes;

@@ -60,6 +60,7 @@ typedef struct {
   proto_level level;
   uint32_t deadline_ms; /* 1..PROTO_DEADLINE_MAX_MS, the whole round's */
   proto_reason reason;
+  bool soft_done; /* hard only: a soft round for this need already ran, skip the soft phase */
 } AgentRoundParams;
 
 /* One SHRINK sent, and what became of it. */

@@ -205,22 +205,25 @@ typedef struct {
   proto_level level;
   uint32_t deadline_ms;
   unsigned soft_pct;
+  bool soft_done;
   unsigned want_n;
   agent_policy_phase want[2];
 } phase_row;
 
 /* clang-format off */
 static const phase_row phase_rows[] = {
-  { SOFT, 1000, 50, 1, { { SOFT, 1000 } } },
-  { HARD, 1000, 50, 2, { { SOFT, 500 }, { HARD, 500 } } },
-  { HARD, 1000, 25, 2, { { SOFT, 250 }, { HARD, 750 } } },
-  { HARD, 1000, 0, 2, { { SOFT, 10 }, { HARD, 990 } } },    /* share clamps to 1% */
-  { HARD, 1000, 100, 2, { { SOFT, 990 }, { HARD, 10 } } },  /* and to 99% */
-  { HARD, 3, 50, 2, { { SOFT, 1 }, { HARD, 2 } } },
-  { HARD, 2, 99, 2, { { SOFT, 1 }, { HARD, 1 } } },         /* the hard phase keeps 1 ms */
-  { HARD, 1, 50, 1, { { HARD, 1 } } },                      /* too short to split */
-  { SOFT, 0, 50, 1, { { SOFT, 1 } } },                      /* 0 is taken as 1 */
-  { HARD, PROTO_DEADLINE_MAX_MS, 50, 2, { { SOFT, 300000 }, { HARD, 300000 } } },
+  { SOFT, 1000, 50, false, 1, { { SOFT, 1000 } } },
+  { HARD, 1000, 50, false, 2, { { SOFT, 500 }, { HARD, 500 } } },
+  { HARD, 1000, 25, false, 2, { { SOFT, 250 }, { HARD, 750 } } },
+  { HARD, 1000, 0, false, 2, { { SOFT, 10 }, { HARD, 990 } } },    /* share clamps to 1% */
+  { HARD, 1000, 100, false, 2, { { SOFT, 990 }, { HARD, 10 } } },  /* and to 99% */
+  { HARD, 3, 50, false, 2, { { SOFT, 1 }, { HARD, 2 } } },
+  { HARD, 2, 99, false, 2, { { SOFT, 1 }, { HARD, 1 } } },         /* the hard phase keeps 1 ms */
+  { HARD, 1, 50, false, 1, { { HARD, 1 } } },                      /* too short to split */
+  { SOFT, 0, 50, false, 1, { { SOFT, 1 } } },                      /* 0 is taken as 1 */
+  { HARD, PROTO_DEADLINE_MAX_MS, 50, false, 2, { { SOFT, 300000 }, { HARD, 300000 } } },
+  { HARD, 1000, 50, true, 1, { { HARD, 1000 } } },              /* escalation: soft already ran */
+  { SOFT, 1000, 50, true, 1, { { SOFT, 1000 } } },              /* no effect on a soft round */
 };
 /* clang-format on */
 
@@ -228,7 +231,8 @@ static void test_phase_plan(void) {
   for (size_t t = 0; t < sizeof(phase_rows) / sizeof(phase_rows[0]); t++) {
     const phase_row *row = &phase_rows[t];
     agent_policy_phase out[AGENT_POLICY_PHASES_MAX];
-    unsigned n = agent_policy_plan_phases(row->level, row->deadline_ms, row->soft_pct, out);
+    unsigned n = agent_policy_plan_phases(row->level, row->deadline_ms, row->soft_pct,
+                                          row->soft_done, out);
 
     CU_ASSERT_EQUAL_FATAL(n, row->want_n);
     for (unsigned i = 0; i < n; i++) {
@@ -244,7 +248,7 @@ static void test_phase_plan_properties(void) {
   for (uint32_t d = 1; d <= 2000; d += (d < 50 ? 1 : 37)) {
     for (unsigned pct = 0; pct <= 100; pct += 7) {
       agent_policy_phase out[AGENT_POLICY_PHASES_MAX];
-      unsigned n = agent_policy_plan_phases(PROTO_LEVEL_HARD, d, pct, out);
+      unsigned n = agent_policy_plan_phases(PROTO_LEVEL_HARD, d, pct, false, out);
       uint64_t sum = 0;
 
       for (unsigned i = 0; i < n; i++) {
