@@ -33,6 +33,7 @@ run() {
 }
 
 run smoke python3 "$HERE/run-smoke.py" "$WORKDIR"
+run balloon python3 "$HERE/test_balloon.py" "$BUILD_DIR" "$WORKDIR"
 
 echo "$passed $failed" > "$out"
 echo "VM tests: $passed passed, $failed failed"

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""VM balloon benchmark (issue 3): how fast shrinkd reacts to the host's
+balloon command and how fast the balloon converges, against the same
+inflate on a guest whose memory is already free, measured in the same run.
+
+One 1024 MiB guest (1 vCPU, no swap, TCG unless KVM really works) runs
+shrinkd. Each repetition:
+
+  1. the example applications fill ~700 MiB (tests/vm/guestlib.DEFAULT_APPS);
+     the guest clock's offset to the host is estimated NTP-style over a
+     virtio-serial port (tools/testport.c answers with CLOCK_REALTIME; the
+     sample with the smallest round trip is kept, its half round trip is
+     the uncertainty);
+  2. QMP balloon 384 MiB (what `virsh setmem` does); query-balloon is polled
+     every 10 ms until actual is within 1 MiB of the target;
+       reaction    = when the first shrink callback was called (guest clock,
+                     converted to host time) - the host's command; the time
+                     comes from the applications' EVENT lines: t_us minus
+                     elapsed_us for shrink-example-cache, t_us alone (written
+                     when the callback returns: an upper bound) for the others
+       convergence = query-balloon at target - the host's command
+  3. balloon back to 1024 MiB; the applications are stopped (their memory is
+     now free);
+  4. the baseline: the same inflate 1024 -> 384 MiB with nothing holding
+     memory (shrinkd still runs; no application is registered); back to 1024.
+
+Prints a table of medians (min, max) over the repetitions and the ratio of
+the two convergence times. Targets: reaction under 50 ms median, convergence
+within 1.5x of the free-memory inflate. Figures, not assertions: exits 0
+unless the benchmark itself could not run (a failed inflate is reported).
+
+usage: vm-balloon.py BUILD_DIR [WORKDIR] [--reps N]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "vm"))
+import guestlib  # noqa: E402
+import vmlib  # noqa: E402
+from guestlib import MiB, DEFAULT_APPS  # noqa: E402
+
+GUEST_MIB = 1024
+TARGET_MIB = 384
+REACTION_TARGET_MS = 50.0
+RATIO_TARGET = 1.5
+
+log = guestlib.log_to()
+
+
+def err(msg):
+    print("[%7.2f] %s" % (time.monotonic() - log.t0, msg), file=sys.stderr, flush=True)
+
+
+def inflate(vm, target_mib, timeout):
+    """Balloon to target_mib; returns (t_command, seconds to reach it or None)."""
+    t0 = vm.balloon(target_mib * MiB)
+    w = vm.g.wait_balloon(target_mib * MiB, timeout=timeout, interval=0.01)
+    return t0, (time.monotonic() - t0 if w.reached else None), w
+
+
+def stop_apps(vm):
+    for name in list(vm.apps):
+        vm.stop_app(name)
+
+
+def stats(values, scale=1.0):
+    v = [x * scale for x in values if x is not None]
+    if not v:
+        return None, None, None
+    return statistics.median(v), min(v), max(v)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="VM balloon benchmark")
+    ap.add_argument("build_dir")
+    ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=60.0)
+    args = ap.parse_args()
+    workdir = os.path.abspath(args.workdir)
+    img = guestlib.prepare(args.build_dir, workdir)
+    err("image %s; %s" % (img, vmlib.qemu_version()))
+
+    reaction, conv, base, unc, first_level = [], [], [], [], []
+    freed_mib = []
+    with guestlib.boot(workdir, img, "bench-balloon") as vm:
+        accel = vm.g.accel
+        vm.start_shrinkd("")
+        st = vm.status()
+        bal = st.get("balloon") or {}
+        mode = "%s (%s)" % (bal.get("mode"), bal.get("mode_reason")) if bal else "no balloon source"
+        err("shrinkd balloon mode: %s" % mode)
+        # Every repetition then starts from a guest that has touched all its
+        # memory (after the first one it would anyway).
+        vm.touch_free_memory()
+        for rep in range(args.reps):
+            vm.start_apps(DEFAULT_APPS)
+            time.sleep(1.0)
+            clk = vm.port.clock_sync()
+            unc.append(clk.uncertainty)
+            t0, took, w = inflate(vm, TARGET_MIB, args.timeout)
+            time.sleep(0.3)
+            evs = [e for e in vm.events("shrink") if clk.to_host(e["t_us"]) >= t0 - 0.005]
+            # When each callback was called: cache's EVENT says how long it
+            # ran (elapsed_us); the others' EVENT time, written when the
+            # callback returns, is an upper bound.
+            def called(e):
+                return clk.to_host(e["t_us"] - int(e.get("elapsed_us", 0))) - t0
+            first = min(evs, key=called) if evs else None
+            r = called(first) if first else None
+            reaction.append(r)
+            first_level.append(first.get("level") if first else "-")
+            conv.append(took)
+            freed_mib.append(sum(e["freed"] for e in evs) / MiB)
+            err("rep %d with applications: reaction %s ms (%s, +/- %.2f ms), converged %s"
+                % (rep + 1, "%.1f" % (r * 1e3) if r is not None else "-",
+                   first_level[-1], clk.uncertainty * 1e3,
+                   "in %.2f s" % took if took else "NOT (actual %d MiB)" % (w.actual // MiB)))
+            inflate(vm, GUEST_MIB, args.timeout)
+            stop_apps(vm)
+            time.sleep(1.0)
+            _, took_free, w = inflate(vm, TARGET_MIB, args.timeout)
+            base.append(took_free)
+            err("rep %d free memory: converged %s" % (
+                rep + 1, "in %.2f s" % took_free if took_free else "NOT (actual %d MiB)"
+                % (w.actual // MiB)))
+            inflate(vm, GUEST_MIB, args.timeout)
+            time.sleep(0.5)
+
+    rm = stats(reaction, 1e3)
+    cm = stats(conv)
+    bm = stats(base)
+    um = stats(unc, 1e3)
+    print()
+    print("VM balloon benchmark: %d MiB guest, 1 vCPU, %s, balloon %d -> %d MiB, %d repetitions"
+          % (GUEST_MIB, accel, GUEST_MIB, TARGET_MIB, args.reps))
+    print("applications: %s (~%d MiB); shrinkd balloon mode: %s"
+          % (", ".join(a[1] for a in DEFAULT_APPS), sum(a[2] for a in DEFAULT_APPS), mode))
+    print()
+    print("%-52s %10s %10s %10s" % ("", "median", "min", "max"))
+
+    def row(label, s, fmt):
+        if s[0] is None:
+            print("%-52s %10s" % (label, "n/a"))
+        else:
+            print("%-52s %10s %10s %10s" % (label, fmt % s[0], fmt % s[1], fmt % s[2]))
+    row("reaction: host command -> first callback (ms)", rm, "%.1f")
+    row("  clock offset uncertainty, +/- (ms)", um, "%.2f")
+    row("convergence with shrinkd, apps hold 700 MiB (s)", cm, "%.2f")
+    row("convergence, free memory (baseline) (s)", bm, "%.2f")
+    row("  memory freed by the applications (MiB)", stats(freed_mib), "%.0f")
+    print("first callback's level: %s" % ", ".join(first_level))
+    missing = sum(1 for x in conv if x is None) + sum(1 for x in base if x is None)
+    if missing:
+        print("inflates that did not reach the target within %.0f s: %d" % (args.timeout, missing))
+    if rm[0] is not None:
+        print("reaction median %.1f ms (target < %.0f ms): %s"
+              % (rm[0], REACTION_TARGET_MS, "met" if rm[0] < REACTION_TARGET_MS else "MISSED"))
+    if cm[0] is not None and bm[0]:
+        ratio = cm[0] / bm[0]
+        print("convergence ratio, median with shrinkd / median free memory: %.2f (target <= %.1f): %s"
+              % (ratio, RATIO_TARGET, "met" if ratio <= RATIO_TARGET else "MISSED"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
