@@ -160,7 +160,13 @@ void agent_balloon_decide(const AgentBalloonPolicy *p, const AgentBalloonFacts *
   /* Without a target, each round asks twice the last (up to 16 steps'
    * worth): the balloon's need is unknown, the rounds are few. */
   amount = f->target_known ? missing : p->blind_step_bytes << MIN(f->rounds, 4u);
-  if (f->rounds == 0) {
+  /* Without a target a stall is the first sign of the episode, and it
+   * means free memory is already gone (an "Out of puff" line, or
+   * MemAvailable near 0): a soft round would come too late, the next
+   * allocation in the guest calls the OOM killer. Seen in a TCG guest
+   * with config space and the I/O BAR unreadable: soft 64 MiB, OOM kill
+   * 90 ms later. */
+  if (f->rounds == 0 && f->target_known) {
     act_round(out, p, false, amount,
               f->stall_seen ? "the driver is out of puff" : "the balloon stopped moving");
     return;

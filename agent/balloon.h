@@ -52,8 +52,11 @@
  *     MemAvailable is below a quarter of the reserve; an episode with
  *     neither progress nor stall for blind_quiet_ms is over.
  * 10. Less than min_interval_ms since our last round ended: WAIT.
- * 11. No round yet in this episode: SOFT round for missing (or
- *     blind_step_bytes without a target), so soft always comes first.
+ * 11. No round yet in this episode, target known: SOFT round for
+ *     missing, so soft comes first. Without a target, no: a stall is the
+ *     first sign of the episode and free memory is gone by then (an
+ *     "Out of puff" line, or MemAvailable near 0), so a soft round would
+ *     come too late; the episode starts hard (13).
  * 12. Free page hinting in progress: IDLE (its MemFree collapse is not
  *     pressure; no hard round while it lasts; its end brings us back).
  * 13. HARD round for missing: the balloon cannot take the free memory we

@@ -325,14 +325,15 @@ static void test_blind(void) {
   AgentBalloonAction a;
 
   /* Config space unreadable: target unknown; an episode starts with an
-   * "Out of puff" line and rounds are blind_step_bytes. */
+   * "Out of puff" line and rounds are blind_step_bytes. A stall is the
+   * first sign, and free memory is gone by then: hard at once. */
   f.target_known = false;
   f.target_bytes = 0;
   f.actual_bytes = 90 * MiB;
   f.stall_seen = true;
   f.since_stall_ms = 0;
   a = decide(&f);
-  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
   CU_ASSERT_EQUAL(a.round_bytes, 64 * MiB);
   f.rounds = 1;
   f.since_round_ms = 500;
@@ -366,8 +367,13 @@ static void test_blind(void) {
   f.rounds = 0;
   f.since_round_ms = -1;
   a = decide(&f);
-  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
   CU_ASSERT_EQUAL(a.round_bytes, 64 * MiB);
+  /* Hinting still forbids the hard round. */
+  f.hint_in_progress = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+  f.hint_in_progress = false;
   /* Still growing: wait for stall_ms after the last progress. */
   f.since_progress_ms = 100;
   f.since_stall_ms = -1;
@@ -659,17 +665,14 @@ static void test_controller_blind(void) {
   CU_ASSERT_STRING_EQUAL(st.state, "inflating");
   run_for(10);
   CU_ASSERT_EQUAL(history_len(rounds), 0);
-  /* ...then it stops with MemAvailable at 0: a soft round of one step,
-   * then hard rounds of two, four steps (all claim nothing, with nobody
-   * registered, and every request answered: give up after the first
-   * hard one). */
-  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 2, 2000));
-  CU_ASSERT_EQUAL(report_at(rounds, 0)->level, PROTO_LEVEL_SOFT);
+  /* ...then it stops with MemAvailable at 0: a hard round of one step at
+   * once (a blind stall means free memory is gone). It claims nothing,
+   * with nobody registered, and every request was answered: give up. */
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 1, 2000));
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->level, PROTO_LEVEL_HARD);
   CU_ASSERT_EQUAL(report_at(rounds, 0)->target_bytes, 64 * MiB);
-  CU_ASSERT_EQUAL(report_at(rounds, 1)->level, PROTO_LEVEL_HARD);
-  CU_ASSERT_EQUAL(report_at(rounds, 1)->target_bytes, 128 * MiB);
   run_for(100);
-  CU_ASSERT_EQUAL(history_len(rounds), 2);
+  CU_ASSERT_EQUAL(history_len(rounds), 1);
   agent_balloon_get_status(b, &st);
   CU_ASSERT_TRUE(st.episode.gave_up);
   CU_ASSERT_EQUAL(st.episode.target_bytes, 0);
@@ -685,8 +688,8 @@ static void test_controller_blind(void) {
 
   /* An "Out of puff" line alone starts an episode too. */
   emit_simple(AGENT_SOURCE_EVENT_STALL, "virtio_balloon virtio0: Out of puff! Can't get 1 pages");
-  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 3, 1000));
-  CU_ASSERT_EQUAL(report_at(rounds, 2)->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 2, 1000));
+  CU_ASSERT_EQUAL(report_at(rounds, 1)->level, PROTO_LEVEL_HARD);
   agent_balloon_get_status(b, &st);
   CU_ASSERT_EQUAL(st.stalls_seen, 1);
 
