@@ -1,11 +1,15 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Runs the benchmarks and prints their tables (figures, not assertions).
-#   tools/bench.sh [--rounds R] [--idle-seconds S]   (passed to bench/fanout.py)
+#   tools/bench.sh [--rounds R] [--idle-seconds S]   (options for bench/fanout.py)
 set -eu
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BUILD_DIR:-build}
 export BUILD_DIR
 tools/install-deps.sh
 tools/build.sh
+echo "== fan-out: shrinkd against a bare epoll fan-out"
 python3 bench/fanout.py "$BUILD_DIR" "$@"
+echo
+echo "== the balloon in a QEMU guest: reaction and convergence against a free-memory inflate"
+python3 bench/vm-balloon.py "$BUILD_DIR"
