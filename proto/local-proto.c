@@ -3,6 +3,7 @@
 #include "local-proto.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -384,17 +385,33 @@ out:
 
 /* ---- socket helpers ---- */
 
+/* Every message but CONTROL and CONTROL_REPLY fits: the largest is an
+ * ERROR with its text. Kept small because the agent locks its stack. */
+#define PROTO_SMALL_MSG_MAX (PROTO_HEADER_SIZE + 8 + 2 + PROTO_ERROR_TEXT_MAX)
+
 int proto_send(int fd, const proto_msg *msg, bool nonblock) {
-  uint8_t buf[PROTO_MSG_MAX];
-  ssize_t n = proto_encode(msg, buf, sizeof buf);
+  uint8_t small[PROTO_SMALL_MSG_MAX];
+  uint8_t *buf = small;
+  ssize_t n = proto_encode(msg, small, sizeof small);
+  if (n == -EMSGSIZE) {
+    buf = malloc(PROTO_MSG_MAX);
+    if (!buf)
+      return -ENOMEM;
+    n = proto_encode(msg, buf, PROTO_MSG_MAX);
+  }
+  ssize_t sent = n;
+  if (n >= 0) {
+    do
+      sent = send(fd, buf, (size_t)n, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0));
+    while (sent < 0 && errno == EINTR);
+  }
+  int err = errno;
+  if (buf != small)
+    free(buf);
   if (n < 0)
     return (int)n;
-  ssize_t sent;
-  do
-    sent = send(fd, buf, (size_t)n, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0));
-  while (sent < 0 && errno == EINTR);
   if (sent < 0)
-    return -errno;
+    return -err;
   return sent == n ? 0 : -EIO;
 }
 

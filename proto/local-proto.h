@@ -212,7 +212,8 @@ uint16_t proto_negotiate_version(uint16_t peer_min, uint16_t peer_max);
 /*
  * Sends one encoded message on a SOCK_SEQPACKET socket with MSG_NOSIGNAL
  * (and MSG_DONTWAIT when @nonblock). Returns 0 or -errno (-EAGAIN when a
- * non-blocking send would block).
+ * non-blocking send would block). Uses under 300 bytes of stack; only
+ * CONTROL messages, which may be larger, are encoded on the heap.
  */
 int proto_send(int fd, const proto_msg *msg, bool nonblock);
 

@@ -234,6 +234,19 @@ static void test_socket_framing(void) {
   CU_ASSERT_EQUAL(proto_recv(sv[1], buf, &out, &err), 0);
   CU_ASSERT_EQUAL(out.u.unreg.id, 42);
 
+  /* The largest CONTROL message goes through proto_send's heap path. */
+  static char text[PROTO_CONTROL_TEXT_MAX];
+  memset(text, 'j', sizeof text - 1);
+  text[sizeof text - 1] = '\0';
+  int bufsize = 4 * PROTO_MSG_MAX;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+  m = (proto_msg){.type = PROTO_MSG_CONTROL,
+                  .u.control = {.request_id = 5, .text = text, .text_len = sizeof text - 1}};
+  CU_ASSERT_EQUAL(proto_send(sv[0], &m, true), 0);
+  CU_ASSERT_EQUAL(proto_recv(sv[1], buf, &out, &err), 0);
+  CU_ASSERT_EQUAL(out.u.control.text_len, sizeof text - 1);
+  CU_ASSERT_EQUAL(out.u.control.request_id, 5);
+
   /* An oversize packet is refused as a length error, not silently cut. */
   static uint8_t huge[PROTO_MSG_MAX + 100];
   memset(huge, 0, sizeof huge);
