@@ -18,6 +18,7 @@ void agent_balloon_policy_init(AgentBalloonPolicy *p) {
   p->reserve_bytes = AGENT_BALLOON_RESERVE_DEFAULT;
   p->stall_ms = AGENT_BALLOON_STALL_MS_DEFAULT;
   p->min_interval_ms = AGENT_BALLOON_MIN_INTERVAL_DEFAULT;
+  p->escalate_delay_ms = AGENT_BALLOON_ESCALATE_DELAY_DEFAULT;
   p->max_rounds = AGENT_BALLOON_MAX_ROUNDS_DEFAULT;
   p->soft_deadline_ms = AGENT_BALLOON_SOFT_DEADLINE_DEFAULT;
   p->hard_deadline_ms = AGENT_BALLOON_HARD_DEADLINE_DEFAULT;
@@ -110,8 +111,9 @@ void agent_balloon_decide(const AgentBalloonPolicy *p, const AgentBalloonFacts *
       act(out, AGENT_BALLOON_IDLE, "free page hinting in progress: no hard round");
       return;
     }
-    if (f->since_round_ms >= 0 && f->since_round_ms < p->min_interval_ms) {
-      act_wait(out, (int64_t)p->min_interval_ms - f->since_round_ms, "rounds are rate-limited");
+    if (f->since_round_ms >= 0 && f->since_round_ms < p->escalate_delay_ms) {
+      act_wait(out, (int64_t)p->escalate_delay_ms - f->since_round_ms,
+               "the hard round follows the soft one after escalate_delay_ms");
       return;
     }
     act_round(out, p, true, missing - free_beyond,

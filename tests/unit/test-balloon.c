@@ -76,6 +76,7 @@ static void test_defaults(void) {
   CU_ASSERT_EQUAL(policy.stall_ms, 300);
   CU_ASSERT_EQUAL(policy.max_rounds, 6);
   CU_ASSERT_EQUAL(policy.min_interval_ms, 100);
+  CU_ASSERT_EQUAL(policy.escalate_delay_ms, 0);
   CU_ASSERT_EQUAL(policy.soft_deadline_ms, 1000);
   CU_ASSERT_EQUAL(policy.hard_deadline_ms, 3000);
   /* Stall detection plus a hard round fit well inside squeezed's 5 s. */
@@ -163,11 +164,16 @@ static void test_escalation(void) {
   CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
   CU_ASSERT_EQUAL(a.round_bytes, 334 * MiB);
   CU_ASSERT_EQUAL(a.deadline_ms, 3000);
-  /* ...rate-limited... */
+  /* ...at once by default, even 30 ms after the soft round... */
   f.since_round_ms = 30;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  /* ...or after escalate_delay_ms when one is set... */
+  policy.escalate_delay_ms = 100;
   a = decide(&f);
   CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
   CU_ASSERT_EQUAL(a.wait_ms, 70);
+  policy.escalate_delay_ms = 0;
   /* ...and never while hinting. */
   f.since_round_ms = 100;
   f.hint_in_progress = true;
@@ -503,6 +509,7 @@ static void test_controller(void) {
   agent_balloon_policy_init(&p);
   p.stall_ms = 40;
   p.min_interval_ms = 200; /* room to report progress between rounds */
+  p.escalate_delay_ms = 200;
   p.psi_interval_ms = 100000;
   b = agent_balloon_new(rounds, procfs, &p);
   fake = g_malloc0(sizeof(AgentSource));
