@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <link.h>
 #include <malloc.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -43,11 +44,29 @@ void agent_memory_drop_startup_pages(void) {
   malloc_trim(0);
 }
 
+/* Touches AGENT_MEMORY_HEAP_RESERVE bytes of heap and frees them: glibc
+ * keeps them at the top of the heap (the trim threshold is set above
+ * them), so later allocations reuse pages already resident and locked. */
+static void reserve_heap(void) {
+  enum { PIECE = 16 * 1024, PIECES = AGENT_MEMORY_HEAP_RESERVE / PIECE };
+  void *pieces[PIECES];
+
+  mallopt(M_TRIM_THRESHOLD, 2 * AGENT_MEMORY_HEAP_RESERVE);
+  for (int i = 0; i < PIECES; i++) {
+    pieces[i] = malloc(PIECE);
+    if (pieces[i])
+      memset(pieces[i], 0, PIECE);
+  }
+  for (int i = PIECES - 1; i >= 0; i--)
+    free(pieces[i]);
+}
+
 static gboolean lock_all(void) {
   return mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0;
 }
 
 void agent_memory_lock(void) {
+  reserve_heap();
   locked = lock_all();
   if (!locked)
     g_warning("cannot lock memory (mlockall: %s); shrinkd may stall when memory is short",
@@ -64,7 +83,7 @@ static gboolean release_cb(gpointer data) {
    * moment of the trim. Pages in use stay resident meanwhile. */
   if (locked)
     munlockall();
-  malloc_trim(0);
+  malloc_trim(AGENT_MEMORY_HEAP_RESERVE);
   if (locked && !lock_all())
     g_warning("cannot lock memory again (mlockall: %s)", g_strerror(errno));
   g_debug("gave back free heap (%zu bytes were free)", mi.fordblks);

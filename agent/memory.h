@@ -27,8 +27,13 @@
  */
 void agent_memory_drop_startup_pages(void);
 
-/* Locks memory as above. A failure is logged as a warning (the agent works
- * on, unlocked). */
+/* Locks memory as above, after touching a heap reserve of
+ * AGENT_MEMORY_HEAP_RESERVE bytes that trimming never gives back: a
+ * round started when the guest has no memory left (a stalled balloon)
+ * must not grow the heap by a page, since that page fault may call the
+ * OOM killer on an application (seen in a guest whose balloon config
+ * space was unreadable). A failure to lock is logged as a warning (the
+ * agent works on, unlocked). */
 void agent_memory_lock(void);
 
 /*
@@ -44,3 +49,4 @@ void agent_memory_release_soon(void);
 void agent_memory_shutdown(void);
 
 #define AGENT_MEMORY_RELEASE_MIN (128 * 1024)
+#define AGENT_MEMORY_HEAP_RESERVE (192 * 1024)
