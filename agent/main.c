@@ -298,16 +298,18 @@ int main(int argc, char **argv) {
   a->sigint_id = g_unix_signal_add(SIGINT, on_signal, a);
   g_message("shrinkd %s listening on %s (proc root %s)", SHRINKD_VERSION, a->settings.socket_path,
             a->settings.proc_root);
+  /* What only start-up touched is dropped first; then the sources start
+   * and the one-time work of the first command is done (type registration
+   * in json-glib and GObject), so that the code they need is resident when
+   * memory is locked. Dropped after them, it would have to come back from
+   * its file on the first round, and that round may come when the guest
+   * has no page left for it (seen: the OOM killer invoked by shrinkd's
+   * own page fault in a guest whose balloon target was unknown). */
+  agent_memory_drop_startup_pages();
   /* Sources last: an event may ask for a round at once. */
   agent_balloon_start(a->balloon);
-
-  /* Everything is set up: the one-time work of the first command is done
-   * now (type registration in json-glib and GObject), what only start-up
-   * touched is dropped, and what the loop touches from now on stays
-   * resident. */
   agent_commands_warm_up(a->commands);
   prefault_stack();
-  agent_memory_drop_startup_pages();
   if (a->settings.mlock)
     agent_memory_lock();
 

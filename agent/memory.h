@@ -23,7 +23,10 @@
  * init code the dynamic linker and constructors touched: json-glib brings
  * GIO and its dependencies, about 0.8 MiB of them), paged out with
  * MADV_PAGEOUT (Linux >= 5.4; a hint: a page touched again comes back from
- * its file), and the heap start-up freed.
+ * its file), and the heap start-up freed. The agent's own code is touched
+ * instead, every page of it: it is small, and a round must not have to
+ * fault it in when the guest has no memory left. Call before the work
+ * whose code should stay resident (the sources' start, the warm-up).
  */
 void agent_memory_drop_startup_pages(void);
 

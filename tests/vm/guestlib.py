@@ -252,7 +252,7 @@ class BalloonVM:
         self.g.close()
 
     # ---- shrinkd
-    def start_shrinkd(self, args="--verbose", log="/tmp/shrinkd.log", wait=True):
+    def start_shrinkd(self, args="", log="/tmp/shrinkd.log", wait=True):
         """Start shrinkd as root in the background (its output in log) and wait
         until `shrinkctl status` answers. Returns its pid."""
         self.shrinkd_args = args
