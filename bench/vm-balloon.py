@@ -81,6 +81,8 @@ def main():
     ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--idle-seconds", type=float, default=30.0,
+                    help="how long to count shrinkd's wake-ups in the idle guest")
     args = ap.parse_args()
     workdir = os.path.abspath(args.workdir)
     img = guestlib.prepare(args.build_dir, workdir)
@@ -132,6 +134,23 @@ def main():
             inflate(vm, GUEST_MIB, args.timeout)
             time.sleep(0.5)
 
+        # Idle in the guest: the applications registered, nothing happening.
+        # Context switches of all of shrinkd's threads count its wake-ups.
+        vm.start_apps(DEFAULT_APPS)
+        time.sleep(2.0)
+        pid = int(vm.g.run("cat /tmp/shrinkd.pid")[0])
+
+        def switches():
+            out = vm.g.run("cat /proc/%d/task/*/status" % pid)
+            return sum(int(l.split()[1]) for l in out if "ctxt_switches" in l)
+
+        w0 = switches()
+        time.sleep(args.idle_seconds)
+        idle_wakeups = switches() - w0
+        pss_kib = [int(l.split()[1]) for l in vm.g.run("cat /proc/%d/smaps_rollup" % pid)
+                   if l.startswith("Pss:")]
+        stop_apps(vm)
+
     rm = stats(reaction, 1e3)
     cm = stats(conv)
     bm = stats(base)
@@ -158,6 +177,10 @@ def main():
     missing = sum(1 for x in conv if x is None) + sum(1 for x in base if x is None)
     if missing:
         print("inflates that did not reach the target within %.0f s: %d" % (args.timeout, missing))
+    print("shrinkd in the guest, idle %.0f s with the applications registered: %d wake-ups "
+          "(target 0): %s; Pss %s"
+          % (args.idle_seconds, idle_wakeups, "met" if idle_wakeups == 0 else "MISSED",
+             "%.2f MiB" % (pss_kib[0] / 1024.0) if pss_kib else "unknown"))
     if rm[0] is not None:
         print("reaction median %.1f ms (target < %.0f ms): %s"
               % (rm[0], REACTION_TARGET_MS, "met" if rm[0] < REACTION_TARGET_MS else "MISSED"))
