@@ -5,6 +5,7 @@
  */
 #include "commands.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
@@ -21,6 +22,7 @@ struct AgentCommands {
   uint32_t default_deadline_ms;
   int64_t start_mono;
   AgentBalloon *balloon;
+  uint64_t prepare_reserve_bytes;
 };
 
 AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, AgentProcfs *procfs,
@@ -32,7 +34,12 @@ AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, 
   self->procfs = procfs;
   self->default_deadline_ms = default_deadline_ms;
   self->start_mono = g_get_monotonic_time();
+  self->prepare_reserve_bytes = AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT;
   return self;
+}
+
+void agent_commands_set_prepare_reserve(AgentCommands *self, uint64_t reserve_bytes) {
+  self->prepare_reserve_bytes = reserve_bytes;
 }
 
 void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon) {
@@ -81,9 +88,13 @@ static void call_finish(Call *call, AgentJsonWriter *w, GString *out) {
 }
 
 static void write_error(AgentJsonWriter *w, const char *klass, const char *desc) {
+  /* A description may quote the peer's input: json-glib's parse errors
+   * quote one byte of a multi-byte character. Replies are UTF-8. */
+  g_autofree char *valid = g_utf8_validate(desc, -1, NULL) ? NULL : g_utf8_make_valid(desc, -1);
+
   agent_json_begin_object(w, "error");
   agent_json_string(w, "class", klass);
-  agent_json_string(w, "desc", desc);
+  agent_json_string(w, "desc", valid ? valid : desc);
   agent_json_end_object(w);
 }
 
@@ -156,14 +167,102 @@ static unsigned nesting_depth(const char *text, gsize len, unsigned limit) {
   return deepest;
 }
 
+/*
+ * Checks the tokens in @text where json-glib is lax: it reads a leading
+ * zero as octal ("012" is 10), lets an integer beyond 64 bits wrap
+ * (9223372036854775808 becomes the most negative one), takes any escape
+ * ("\i" is "i") and raw control characters in strings, and reads 1e999
+ * as infinity. JSON has none of these; a number we cannot hold is refused
+ * rather than taken for another. Returns FALSE with a reason in *@why.
+ */
+static gboolean check_tokens(const char *text, gsize len, const char **why) {
+  gboolean in_string = FALSE;
+
+  for (gsize i = 0; i < len; i++) {
+    char ch = text[i];
+    gsize start, digits;
+    gboolean negative;
+
+    if (in_string) {
+      if (ch == '"') {
+        in_string = FALSE;
+      } else if ((unsigned char)ch < 0x20) {
+        *why = "a control character in a string";
+        return FALSE;
+      } else if (ch == '\\') {
+        if (++i == len || !strchr("\"\\/bfnrtu", text[i]) || text[i] == '\0') {
+          *why = "an invalid escape in a string";
+          return FALSE;
+        }
+        if (text[i] == 'u') {
+          for (int k = 0; k < 4; k++) {
+            if (++i == len || !g_ascii_isxdigit(text[i])) {
+              *why = "an invalid \\u escape in a string";
+              return FALSE;
+            }
+          }
+        }
+      }
+      continue;
+    }
+    if (ch == '"') {
+      in_string = TRUE;
+      continue;
+    }
+    /* Outside strings, only numbers have digits or '-' (true, false and
+     * null have none). */
+    if (ch != '-' && !g_ascii_isdigit(ch))
+      continue;
+    negative = ch == '-';
+    start = negative ? i + 1 : i;
+    for (i = start; i < len && g_ascii_isdigit(text[i]); i++)
+      ;
+    digits = i - start;
+    if (digits > 1 && text[start] == '0') {
+      *why = "a number with a leading zero";
+      return FALSE;
+    }
+    if (digits > 0 && (i == len || (text[i] != '.' && text[i] != 'e' && text[i] != 'E')) &&
+        (digits > 19 ||
+         (digits == 19 &&
+          strncmp(text + start, negative ? "9223372036854775808" : "9223372036854775807", 19) >
+              0))) {
+      *why = "an integer beyond 64 bits";
+      return FALSE;
+    }
+    /* The rest of the token (fraction, exponent) is json-glib's, but one
+     * that overflows a double would be read as infinity, which has no JSON
+     * form (an echoed "id" could not be written back). */
+    if (digits > 0 && i < len && (text[i] == '.' || text[i] == 'e' || text[i] == 'E')) {
+      g_autofree char *token = NULL;
+
+      while (i < len && (g_ascii_isdigit(text[i]) || (text[i] && strchr(".eE+-", text[i]))))
+        i++;
+      token = g_strndup(text + start, i - start);
+      if (!isfinite(g_ascii_strtod(token, NULL))) {
+        *why = "a number beyond the range of a double";
+        return FALSE;
+      }
+    }
+    i--;
+  }
+  return TRUE;
+}
+
 JsonNode *agent_commands_parse(const char *text, gsize len, GError **error) {
   g_autoptr(JsonParser) parser = NULL;
   g_autoptr(GError) local = NULL;
+  const char *why;
 
   if (len > AGENT_COMMAND_TEXT_MAX) {
     g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
                 "request of %" G_GSIZE_FORMAT " bytes exceeds the limit of %d", len,
                 AGENT_COMMAND_TEXT_MAX);
+    return NULL;
+  }
+  /* json-glib would stop at a NUL and judge the text before it. */
+  if (memchr(text, '\0', len)) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request contains a NUL byte");
     return NULL;
   }
   if (!g_utf8_validate_len(text, len, NULL)) {
@@ -173,6 +272,10 @@ JsonNode *agent_commands_parse(const char *text, gsize len, GError **error) {
   if (nesting_depth(text, len, AGENT_COMMAND_NESTING_MAX) > AGENT_COMMAND_NESTING_MAX) {
     g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request nests deeper than %d levels",
                 AGENT_COMMAND_NESTING_MAX);
+    return NULL;
+  }
+  if (!check_tokens(text, len, &why)) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "malformed JSON: %s", why);
     return NULL;
   }
   parser = json_parser_new_immutable();
@@ -499,6 +602,14 @@ static gboolean check_known_args(JsonObject *args, const char *const *known, cha
   return TRUE;
 }
 
+/* The class of a refused round request. The host's protocol has "Busy" for
+ * a full queue; local callers have always seen GenericError there. */
+static const char *round_error_class(const GError *error, const AgentCaller *caller) {
+  if (caller->kind == AGENT_CALLER_HOST && g_error_matches(error, AGENT_ERROR, AGENT_ERROR_BUSY))
+    return "Busy";
+  return "GenericError";
+}
+
 /* The round runner calls done, then its destroy notify, on the same user
  * data: the Call sits in a slot that done empties. */
 static void shrink_done(const AgentRoundReport *report, gpointer user_data) {
@@ -520,9 +631,12 @@ static void shrink_slot_free(gpointer data) {
   g_free(slot);
 }
 
-/* Fills @params from @args; FALSE with a reason in *@why. */
-static gboolean shrink_params(JsonObject *args, AgentRoundParams *params, char **why) {
+/* Fills @params from @args; FALSE with a reason in *@why. "reason" is an
+ * argument only if @with_reason (the host's rounds are always "host"). */
+static gboolean shrink_params(JsonObject *args, gboolean with_reason, AgentRoundParams *params,
+                              char **why) {
   static const char *const known[] = {"target_bytes", "level", "deadline_ms", "reason", NULL};
+  static const char *const known_host[] = {"target_bytes", "level", "deadline_ms", NULL};
   gint64 v;
   const char *s;
 
@@ -530,7 +644,7 @@ static gboolean shrink_params(JsonObject *args, AgentRoundParams *params, char *
     *why = g_strdup("'target_bytes' is required");
     return FALSE;
   }
-  if (!check_known_args(args, known, why) ||
+  if (!check_known_args(args, with_reason ? known : known_host, why) ||
       !get_int_arg(args, "target_bytes", 0, G_MAXINT64, &v, why))
     return FALSE;
   params->target_bytes = (uint64_t)v;
@@ -584,15 +698,17 @@ static void cmd_shrink(AgentCommands *self, JsonObject *args, const AgentCaller 
                (unsigned)caller->uid);
     return;
   }
-  if (!shrink_params(args, &params, &why)) {
+  if (!shrink_params(args, caller->kind == AGENT_CALLER_LOCAL, &params, &why)) {
     call_error(call, "InvalidParameter", "%s", why);
     return;
   }
+  if (caller->kind == AGENT_CALLER_HOST)
+    params.reason = PROTO_REASON_HOST;
   slot = g_new(Call *, 1);
   *slot = call;
   if (!agent_round_request(self->rounds, &params, shrink_done, slot, shrink_slot_free, &error)) {
     g_free(slot);
-    call_error(call, "GenericError", "%s", error->message);
+    call_error(call, round_error_class(error, caller), "%s", error->message);
   }
 }
 
@@ -613,17 +729,342 @@ static void cmd_status(AgentCommands *self, JsonObject *args, const AgentCaller 
   call_finish(call, &w, out);
 }
 
+/* ---- the host's commands (docs/channel-protocol.md) ---- */
+
+/* guest-sync and guest-sync-delimited: {"id": int} -> the id. */
+static void sync_common(JsonObject *args, Call *call, gboolean delimited) {
+  static const char *const known[] = {"id", NULL};
+  g_autofree char *why = NULL;
+  GString *out;
+  AgentJsonWriter w;
+  gint64 id;
+
+  if (!args || !json_object_has_member(args, "id")) {
+    call_error(call, "InvalidParameter", "'id' is required");
+    return;
+  }
+  if (!check_known_args(args, known, &why) ||
+      !get_int_arg(args, "id", G_MININT64, G_MAXINT64, &id, &why)) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  out = g_string_sized_new(64);
+  /* The host discards everything up to this byte: the answer that follows
+   * is the first it reads after resynchronising. */
+  if (delimited)
+    g_string_append_c(out, (char)AGENT_COMMANDS_SYNC_BYTE);
+  reply_begin(&w, out);
+  agent_json_int(&w, "return", id);
+  call_finish(call, &w, out);
+}
+
+static void cmd_guest_sync_delimited(AgentCommands *self, JsonObject *args,
+                                     const AgentCaller *caller, Call *call) {
+  sync_common(args, call, TRUE);
+}
+
+static void cmd_guest_sync(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                           Call *call) {
+  sync_common(args, call, FALSE);
+}
+
+/* Replies {"return": {}} if @args has no member, else InvalidParameter. */
+static void reply_empty(JsonObject *args, Call *call) {
+  static const char *const known[] = {NULL};
+  g_autofree char *why = NULL;
+  GString *out;
+  AgentJsonWriter w;
+
+  if (!check_known_args(args, known, &why)) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  out = g_string_sized_new(32);
+  reply_begin(&w, out);
+  agent_json_begin_object(&w, "return");
+  agent_json_end_object(&w);
+  call_finish(call, &w, out);
+}
+
+static void cmd_guest_ping(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                           Call *call) {
+  reply_empty(args, call);
+}
+
+static void cmd_guest_info(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                           Call *call);
+
+/* ---- shrinkd-prepare ---- */
+
+/*
+ * One prepare: a soft round for what is needed, then, if a shortfall
+ * remains and time is left, a hard round for it. Each round request holds
+ * a reference (the runner calls done, then destroy); the answer goes out
+ * when the last round ends, or never if the agent stops first (then only
+ * the call's destroy runs).
+ */
+typedef struct {
+  int refs;
+  AgentCommands *self;
+  Call *call;                  /* NULL once answered */
+  uint64_t current_size_bytes; /* MemTotal, less the balloon with deflate-on-oom */
+  uint64_t new_size_bytes;
+  uint64_t free_bytes; /* MemAvailable at the start */
+  uint64_t reserve_bytes;
+  uint64_t needed_bytes;
+  uint64_t freed_bytes;     /* claimed over the rounds */
+  uint64_t shortfall_bytes; /* still needed after the last round */
+  uint32_t deadline_ms;
+  gint64 start_mono;
+  GPtrArray *reports; /* the rounds' reports as JSON text */
+  gboolean hard_asked;
+} Prepare;
+
+static Prepare *prepare_ref(Prepare *p) {
+  p->refs++;
+  return p;
+}
+
+static void prepare_unref(gpointer data) {
+  Prepare *p = data;
+
+  if (--p->refs > 0)
+    return;
+  if (p->call)
+    call_free(p->call);
+  g_ptr_array_unref(p->reports);
+  g_free(p);
+}
+
+/* What free memory beyond the reserve cannot cover of shrinking from
+ * current_size_bytes to new_size_bytes, with @available bytes free. */
+static uint64_t prepare_shortfall(const Prepare *p, uint64_t available) {
+  uint64_t drop =
+      p->current_size_bytes > p->new_size_bytes ? p->current_size_bytes - p->new_size_bytes : 0;
+  uint64_t beyond = available > p->reserve_bytes ? available - p->reserve_bytes : 0;
+
+  return drop > beyond ? drop - beyond : 0;
+}
+
+/*
+ * {"return": {"current_size_bytes", "new_size_bytes", "needed_bytes",
+ *   "free_bytes", "reserve_bytes", "freed_bytes", "shortfall_bytes", "ready",
+ *   "deadline_ms", "duration_us", "rounds": [report, ...]}}
+ */
+static void prepare_answer(Prepare *p) {
+  GString *out = g_string_sized_new(1024);
+  AgentJsonWriter w;
+  Call *call = g_steal_pointer(&p->call);
+
+  reply_begin(&w, out);
+  agent_json_begin_object(&w, "return");
+  agent_json_uint(&w, "current_size_bytes", p->current_size_bytes);
+  agent_json_uint(&w, "new_size_bytes", p->new_size_bytes);
+  agent_json_uint(&w, "needed_bytes", p->needed_bytes);
+  agent_json_uint(&w, "free_bytes", p->free_bytes);
+  agent_json_uint(&w, "reserve_bytes", p->reserve_bytes);
+  agent_json_uint(&w, "freed_bytes", p->freed_bytes);
+  agent_json_uint(&w, "shortfall_bytes", p->shortfall_bytes);
+  agent_json_bool(&w, "ready", p->shortfall_bytes == 0);
+  agent_json_int(&w, "deadline_ms", p->deadline_ms);
+  agent_json_int(&w, "duration_us", g_get_monotonic_time() - p->start_mono);
+  agent_json_begin_array(&w, "rounds");
+  /* The reports were written when their rounds ended (a report lives only
+   * during its done call); they go in as they are. The writer only needs
+   * to know that the array has items, which nothing after it asks. */
+  for (guint i = 0; i < p->reports->len; i++) {
+    if (i)
+      g_string_append_c(out, ',');
+    g_string_append(out, g_ptr_array_index(p->reports, i));
+  }
+  agent_json_end_array(&w);
+  agent_json_end_object(&w);
+  call_finish(call, &w, out);
+}
+
+static void prepare_round_done(const AgentRoundReport *report, gpointer user_data);
+
+/* Asks for a round of @level for @target_bytes within @deadline_ms.
+ * Returns FALSE with @error if the runner refuses it. */
+static gboolean prepare_request(Prepare *p, proto_level level, uint64_t target_bytes,
+                                uint32_t deadline_ms, GError **error) {
+  AgentRoundParams params = {
+      .target_bytes = target_bytes,
+      .level = level,
+      .deadline_ms = deadline_ms,
+      .reason = PROTO_REASON_HOST,
+  };
+
+  if (!agent_round_request(p->self->rounds, &params, prepare_round_done, prepare_ref(p),
+                           prepare_unref, error)) {
+    p->refs--; /* the runner took nothing */
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void prepare_round_done(const AgentRoundReport *report, gpointer user_data) {
+  Prepare *p = user_data;
+  GString *text = g_string_sized_new(512);
+  g_autoptr(GError) error = NULL;
+  AgentJsonWriter w;
+  AgentMeminfo mi;
+  gint64 left_ms;
+
+  agent_json_init(&w, text);
+  write_report(&w, NULL, report, -1);
+  g_ptr_array_add(p->reports, g_string_free(text, FALSE));
+  p->freed_bytes += report->claimed_bytes;
+  if (!p->call)
+    return;
+
+  /* What the balloon will find: MemAvailable now, as the balloon
+   * controller judges a shortfall; only what the applications claimed if
+   * it cannot be read. */
+  if (agent_procfs_read_meminfo(p->self->procfs, &mi, NULL))
+    p->shortfall_bytes = prepare_shortfall(p, mi.mem_available_bytes);
+  else
+    p->shortfall_bytes = p->needed_bytes > p->freed_bytes ? p->needed_bytes - p->freed_bytes : 0;
+
+  left_ms = (gint64)p->deadline_ms - (g_get_monotonic_time() - p->start_mono) / 1000;
+  if (p->shortfall_bytes > 0 && !p->hard_asked && left_ms >= 1) {
+    p->hard_asked = TRUE;
+    if (prepare_request(p, PROTO_LEVEL_HARD, p->shortfall_bytes, (uint32_t)left_ms, &error))
+      return;
+    g_debug("host prepare: no hard round: %s", error->message);
+  }
+  prepare_answer(p);
+}
+
+static void cmd_prepare(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                        Call *call) {
+  static const char *const known[] = {"new_size_bytes", "deadline_ms", NULL};
+  g_autofree char *why = NULL;
+  g_autoptr(GError) error = NULL;
+  AgentBalloonStatus bst;
+  AgentMeminfo mi;
+  gint64 new_size, deadline = AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT;
+  Prepare *p;
+
+  if (!args || !json_object_has_member(args, "new_size_bytes")) {
+    call_error(call, "InvalidParameter", "'new_size_bytes' is required");
+    return;
+  }
+  if (!check_known_args(args, known, &why) ||
+      !get_int_arg(args, "new_size_bytes", 0, G_MAXINT64, &new_size, &why) ||
+      (json_object_has_member(args, "deadline_ms") &&
+       !get_int_arg(args, "deadline_ms", 1, PROTO_DEADLINE_MAX_MS, &deadline, &why))) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  if (!agent_procfs_read_meminfo(self->procfs, &mi, &error)) {
+    call_error(call, "GenericError", "cannot read the guest's memory figures: %s", error->message);
+    return;
+  }
+
+  p = g_new0(Prepare, 1);
+  p->refs = 1;
+  p->self = self;
+  p->call = call;
+  p->start_mono = g_get_monotonic_time();
+  p->reports = g_ptr_array_new_with_free_func(g_free);
+  p->new_size_bytes = (uint64_t)new_size;
+  p->deadline_ms = (uint32_t)deadline;
+  p->reserve_bytes = self->prepare_reserve_bytes;
+  p->free_bytes = mi.mem_available_bytes;
+  /* With deflate-on-oom the balloon's pages stay in MemTotal: the size the
+   * host sees is MemTotal less what the balloon holds. */
+  p->current_size_bytes = mi.mem_total_bytes;
+  if (self->balloon) {
+    agent_balloon_get_status(self->balloon, &bst);
+    if (bst.present && bst.virtio.deflate_on_oom && bst.virtio.reading.actual_known)
+      p->current_size_bytes = mi.mem_total_bytes > bst.virtio.reading.actual_bytes
+                                  ? mi.mem_total_bytes - bst.virtio.reading.actual_bytes
+                                  : 0;
+  }
+  p->needed_bytes = prepare_shortfall(p, mi.mem_available_bytes);
+  p->shortfall_bytes = p->needed_bytes;
+  g_debug("host prepare: %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT " bytes: %" G_GUINT64_FORMAT
+          " needed beyond free memory",
+          p->current_size_bytes, p->new_size_bytes, p->needed_bytes);
+
+  if (p->needed_bytes > 0) {
+    /* The soft round gets half the deadline, so that a hard one has time
+     * if it is not enough. */
+    if (prepare_request(p, PROTO_LEVEL_SOFT, p->needed_bytes, MAX(1u, p->deadline_ms / 2),
+                        &error)) {
+      prepare_unref(p);
+      return;
+    }
+    call = g_steal_pointer(&p->call);
+    prepare_unref(p);
+    call_error(call, round_error_class(error, caller), "%s", error->message);
+    return;
+  }
+  prepare_answer(p);
+  prepare_unref(p);
+}
+
+/* ---- the table ---- */
+
+#define FOR_LOCAL (1u << AGENT_CALLER_LOCAL)
+#define FOR_HOST  (1u << AGENT_CALLER_HOST)
+#define UNLISTED  (1u << 8) /* not in guest-info */
+
 typedef void (*CommandFunc)(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
                             Call *call);
 
-/* The command table: the host channel's commands will join here. */
+/* The commands and who may call them: the host channel's protocol
+ * commands are the host's only (a local caller is told they are not
+ * found); the host may also use the local names, which guest-info does not
+ * list (over the channel, "shrink" is "shrinkd-shrink"). */
 static const struct {
   const char *name;
   CommandFunc func;
+  unsigned callers;
 } commands[] = {
-    {"status", cmd_status},
-    {"shrink", cmd_shrink},
+    {"status", cmd_status, FOR_LOCAL | FOR_HOST | UNLISTED},
+    {"shrink", cmd_shrink, FOR_LOCAL | FOR_HOST | UNLISTED},
+    {"guest-sync-delimited", cmd_guest_sync_delimited, FOR_HOST},
+    {"guest-sync", cmd_guest_sync, FOR_HOST},
+    {"guest-ping", cmd_guest_ping, FOR_HOST},
+    {"guest-info", cmd_guest_info, FOR_HOST},
+    {"shrinkd-status", cmd_status, FOR_HOST},
+    {"shrinkd-shrink", cmd_shrink, FOR_HOST},
+    {"shrinkd-prepare", cmd_prepare, FOR_HOST},
 };
+
+/* {"return": {"version", "supported_commands": [{"name", "enabled",
+ * "success-response"}]}}: the host's commands. */
+static void cmd_guest_info(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                           Call *call) {
+  static const char *const known[] = {NULL};
+  g_autofree char *why = NULL;
+  GString *out;
+  AgentJsonWriter w;
+
+  if (!check_known_args(args, known, &why)) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  out = g_string_sized_new(512);
+  reply_begin(&w, out);
+  agent_json_begin_object(&w, "return");
+  agent_json_string(&w, "version", SHRINKD_VERSION);
+  agent_json_begin_array(&w, "supported_commands");
+  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
+    if (!(commands[i].callers & FOR_HOST) || (commands[i].callers & UNLISTED))
+      continue;
+    agent_json_begin_object(&w, NULL);
+    agent_json_string(&w, "name", commands[i].name);
+    agent_json_bool(&w, "enabled", TRUE);
+    agent_json_bool(&w, "success-response", TRUE);
+    agent_json_end_object(&w);
+  }
+  agent_json_end_array(&w);
+  agent_json_end_object(&w);
+  call_finish(call, &w, out);
+}
 
 void agent_commands_dispatch(AgentCommands *self, JsonNode *request, const AgentCaller *caller,
                              AgentCommandReplyFunc reply, gpointer user_data,
@@ -665,7 +1106,7 @@ void agent_commands_dispatch(AgentCommands *self, JsonNode *request, const Agent
     }
   }
   for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
-    if (strcmp(commands[i].name, name) == 0) {
+    if ((commands[i].callers & (1u << caller->kind)) && strcmp(commands[i].name, name) == 0) {
       commands[i].func(self, args ? json_node_get_object(args) : NULL, caller, call);
       return;
     }

@@ -1,18 +1,23 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The JSON commands, in the QEMU guest agent's style, independent of the
- * transport: the local server feeds them the text of CONTROL messages, and
- * the host channel will feed them what the host sends.
+ * transport: the local server feeds them the text of CONTROL messages, the
+ * host channel (channel.c) the objects the host sends.
  *
  * Request:  {"execute": NAME, "arguments": {...}, "id": ANY}
  *           ("arguments" and "id" optional; "id" is echoed in the reply)
- * Reply:    {"return": {...}} or
+ * Reply:    {"return": ...} or
  *           {"error": {"class": CLASS, "desc": TEXT}}
  * Classes:  GenericError (malformed request, a failure), CommandNotFound,
  *           InvalidParameter (an argument missing, unknown, of the wrong
- *           type or out of range), PermissionDenied.
+ *           type or out of range), PermissionDenied (local), Busy (host: the
+ *           round queue is full; a local caller gets GenericError there).
  *
- * Commands:
+ * The host's protocol commands are the host's only (a local caller is
+ * told they are not found); the host may also use the local names (over
+ * the channel "shrink" takes no "reason": it is always "host").
+ *
+ * Local commands:
  *  - "status": see write_status() in commands.c for the shape.
  *    A local caller that is not root sees only the shrinkers (and round
  *    requests) of its own uid.
@@ -22,10 +27,34 @@
  *    (default "manual")}. Local root or the host only. Replies when the
  *    round ends, with its report.
  *
+ * Host commands (docs/channel-protocol.md; the host is trusted like root):
+ *  - "guest-sync-delimited" {"id": int}: the id, the reply text preceded
+ *    by the byte AGENT_COMMANDS_SYNC_BYTE (the transport writes it as is);
+ *    "guest-sync" {"id": int}: the id; "guest-ping": {}; "guest-info":
+ *    {"version", "supported_commands": [{"name", "enabled",
+ *    "success-response"}]}.
+ *  - "shrinkd-status": the local "status" object, everything visible.
+ *  - "shrinkd-shrink": as "shrink" without "reason" (always "host").
+ *  - "shrinkd-prepare" {"new_size_bytes": N (required), "deadline_ms":
+ *    1..600000 (default AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT)}: the
+ *    guest's size now is MemTotal (less what the balloon holds when
+ *    deflate-on-oom keeps it in MemTotal); needed = size - N - (MemAvailable
+ *    - reserve), at least 0. If something is needed: a soft round for it
+ *    with half the deadline; then, if MemAvailable (re-read) still leaves a
+ *    shortfall, a hard round for it with what is left of the deadline.
+ *    Answers {"current_size_bytes", "new_size_bytes", "needed_bytes",
+ *    "free_bytes" (MemAvailable at the start), "reserve_bytes",
+ *    "freed_bytes" (claimed over the rounds), "shortfall_bytes",
+ *    "ready" (shortfall 0), "deadline_ms", "duration_us", "rounds":
+ *    [report, ...]}. Waiting behind a round already running is not counted
+ *    in the deadline.
+ *
  * Limits, as security bounds for text from any peer: at most
  * AGENT_COMMAND_TEXT_MAX bytes and AGENT_COMMAND_NESTING_MAX levels of
  * arrays/objects, checked on the text before json-glib sees it (its parser
- * recurses, and has no depth knob).
+ * recurses, and has no depth knob); no NUL byte; valid UTF-8. The host
+ * channel's framing (proto/channel-frame.h) enforces the same bounds and a
+ * string length limit while the bytes arrive.
  *
  * Main loop thread only.
  */
@@ -42,6 +71,10 @@
 
 #define AGENT_COMMAND_TEXT_MAX    (64 * 1024)
 #define AGENT_COMMAND_NESTING_MAX 16
+
+#define AGENT_COMMANDS_SYNC_BYTE                0xFF
+#define AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT 4000
+#define AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT  (UINT64_C(64) << 20)
 
 typedef enum {
   AGENT_CALLER_LOCAL, /* a peer of the local socket */
@@ -72,6 +105,11 @@ AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, 
  * with NULL first): "balloon" and "sources". Without one, status has
  * "balloon": null and "sources": []. */
 void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon);
+
+/* Sets the free memory shrinkd-prepare leaves to the guest (default
+ * AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT; main.c passes the balloon's
+ * reserve, so that both judge a shortfall alike). */
+void agent_commands_set_prepare_reserve(AgentCommands *self, uint64_t reserve_bytes);
 
 /* Frees @self. Replies still pending (a shrink whose round runs) are
  * delivered by the round runner's destroy path: none after this. NULL ok. */

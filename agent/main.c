@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 
 #include "balloon.h"
+#include "channel.h"
 #include "commands.h"
 #include "config.h"
 #include "errors.h"
@@ -38,6 +39,8 @@ typedef struct {
   AgentCommands *commands;
   AgentBalloon *balloon;
   AgentServer *server;
+  AgentChannel *channel;       /* the path (virtio-serial port), or NULL */
+  AgentChannel *vsock_channel; /* or NULL */
   guint sigterm_id;
   guint sigint_id;
 } Agent;
@@ -50,6 +53,9 @@ static void agent_state_free(Agent *a) {
   /* Peers first (their shrinkers leave the registry and any round), then
    * what they used. */
   agent_server_free(a->server);
+  /* The host's sessions too: an answer still to come is dropped. */
+  agent_channel_free(a->channel);
+  agent_channel_free(a->vsock_channel);
   agent_memory_shutdown();
   agent_commands_free(a->commands);
   /* Before the rounds: a balloon round still running is dropped. */
@@ -142,6 +148,26 @@ static AgentBalloon *make_balloon(Agent *a) {
   return balloon;
 }
 
+/* The host channels, from the settings. Only a vsock port that cannot be
+ * listened on is an error; a path is waited for. */
+static gboolean make_channels(Agent *a, GError **error) {
+  const AgentSettings *s = &a->settings;
+  AgentChannelConfig cc = {
+      .out_max_bytes = (gsize)s->channel_out_max_kib * 1024,
+      .write_timeout_ms = s->channel_write_timeout_ms,
+      .sys_root = s->proc_root,
+  };
+
+  if (strcmp(s->channel_path, "none") != 0)
+    a->channel = agent_channel_new_path(s->channel_path, a->commands, &cc);
+  if (s->vsock_port) {
+    a->vsock_channel = agent_channel_new_vsock(s->vsock_port, a->commands, &cc, error);
+    if (!a->vsock_channel)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 int main(int argc, char **argv) {
   g_autofree char *opt_socket = NULL;
   g_autofree char *opt_config = NULL;
@@ -150,6 +176,8 @@ int main(int argc, char **argv) {
   g_autofree char *opt_balloon_events = NULL;
   g_autofree char *opt_kmsg = NULL;
   g_autofree char *opt_psi = NULL;
+  g_autofree char *opt_channel = NULL;
+  gint64 opt_vsock_port = -1;
   gint opt_deadline_ms = -1;
   gboolean opt_verbose = FALSE, opt_version = FALSE, opt_no_mlock = FALSE;
   const GOptionEntry entries[] = {
@@ -174,6 +202,12 @@ int main(int argc, char **argv) {
       {"psi-trigger", 0, 0, G_OPTION_ARG_STRING, &opt_psi,
        "PSI trigger on /proc/pressure/memory (default \"some 150000 1000000\"; off: none)",
        "TRIGGER"},
+      {"channel", 0, 0, G_OPTION_ARG_FILENAME, &opt_channel,
+       "Serve the host on PATH: a character device (default " AGENT_CHANNEL_DEFAULT_PATH
+       ") or a unix socket to connect to; none: no host channel",
+       "PATH"},
+      {"vsock-port", 0, 0, G_OPTION_ARG_INT64, &opt_vsock_port,
+       "Also serve the host on AF_VSOCK port N (default 0: no vsock)", "N"},
       {"no-mlock", 0, 0, G_OPTION_ARG_NONE, &opt_no_mlock, "Do not lock memory", NULL},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log debug messages", NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
@@ -193,8 +227,9 @@ int main(int argc, char **argv) {
       "mlock; balloon, balloon_events, balloon_reserve_mib (64), balloon_stall_ms (300),\n"
       "balloon_max_rounds (6), balloon_min_interval_ms (100), balloon_soft_deadline_ms (1000),\n"
       "balloon_hard_deadline_ms (3000), poll_fast_ms (20), poll_moving_ms (100), poll_idle_ms\n"
-      "(250), kmsg, psi_trigger, psi_round_mib (64), psi_interval_ms (10000)), then the command\n"
-      "line.\n"
+      "(250), kmsg, psi_trigger, psi_round_mib (64), psi_interval_ms (10000); channel,\n"
+      "vsock_port (0), channel_out_max_kib (1024), channel_write_timeout_ms (5000)), then the\n"
+      "command line.\n"
       "\n"
       "The balloon: when the host raises the balloon's target, a soft round asks the\n"
       "applications for what free memory beyond the reserve cannot cover; if that round leaves\n"
@@ -204,6 +239,10 @@ int main(int argc, char **argv) {
       "falls again, the applications get relief. A PSI trigger adds soft rounds for pressure\n"
       "that does not come from the balloon. Reading the balloon's config space, kprobes and\n"
       "/dev/kmsg need root; without them shrinkd says so once and uses what it can see.\n"
+      "\n"
+      "The host channel: the QEMU guest agent protocol (guest-sync-delimited, guest-ping,\n"
+      "guest-info, shrinkd-status, shrinkd-shrink, shrinkd-prepare) on the virtio-serial port\n"
+      "org.shrinkd.agent.0, waited for if it is not there yet; virt-shrink speaks it.\n"
       "\n"
       "Exit status: 0 stopped by SIGTERM/SIGINT; 1 could not start; 2 usage error.\n");
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
@@ -268,6 +307,21 @@ int main(int argc, char **argv) {
     g_free(a->settings.psi_trigger);
     a->settings.psi_trigger = g_steal_pointer(&opt_psi);
   }
+  if (opt_channel) {
+    if (!agent_settings_valid_channel(opt_channel)) {
+      g_printerr("shrinkd: --channel must be an absolute path or none\n");
+      return 2;
+    }
+    g_free(a->settings.channel_path);
+    a->settings.channel_path = g_steal_pointer(&opt_channel);
+  }
+  if (opt_vsock_port != -1) {
+    if (opt_vsock_port < 0 || opt_vsock_port >= G_MAXUINT32) {
+      g_printerr("shrinkd: --vsock-port must be within 0..%u\n", G_MAXUINT32 - 1);
+      return 2;
+    }
+    a->settings.vsock_port = (uint32_t)opt_vsock_port;
+  }
 
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
@@ -286,11 +340,17 @@ int main(int argc, char **argv) {
                                    .soft_share_pct = a->settings.soft_share_pct,
                                });
   a->commands = agent_commands_new(a->registry, a->rounds, a->procfs, a->settings.deadline_ms);
+  /* shrinkd-prepare judges a shortfall as the balloon controller does. */
+  agent_commands_set_prepare_reserve(a->commands, (uint64_t)a->settings.balloon_reserve_mib << 20);
   a->balloon = make_balloon(a);
   agent_commands_set_balloon(a->commands, a->balloon);
   a->server = agent_server_new(a->settings.socket_path, a->settings.max_clients, a->registry,
                                a->rounds, a->commands, &error);
   if (!a->server) {
+    g_printerr("shrinkd: %s\n", error->message);
+    return 1;
+  }
+  if (!make_channels(a, &error)) {
     g_printerr("shrinkd: %s\n", error->message);
     return 1;
   }

@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "channel.h"
 #include "config.h" /* the build's: SHRINKD_DEFAULT_SOCKET */
 #include "errors.h"
 #include "local-proto.h"
@@ -35,6 +36,14 @@ void agent_settings_init(AgentSettings *config) {
   config->psi_trigger = g_strdup("some 150000 1000000");
   config->psi_round_mib = 64;
   config->psi_interval_ms = 10000;
+  config->channel_path = g_strdup(AGENT_CHANNEL_DEFAULT_PATH);
+  config->vsock_port = 0;
+  config->channel_out_max_kib = AGENT_CHANNEL_OUT_MAX_DEFAULT / 1024;
+  config->channel_write_timeout_ms = AGENT_CHANNEL_WRITE_TIMEOUT_DEFAULT;
+}
+
+gboolean agent_settings_valid_channel(const char *value) {
+  return value && (strcmp(value, "none") == 0 || g_path_is_absolute(value));
 }
 
 gboolean agent_settings_valid_balloon_events(const char *value) {
@@ -49,6 +58,7 @@ void agent_settings_clear(AgentSettings *config) {
   g_clear_pointer(&config->balloon_events, g_free);
   g_clear_pointer(&config->kmsg_path, g_free);
   g_clear_pointer(&config->psi_trigger, g_free);
+  g_clear_pointer(&config->channel_path, g_free);
 }
 
 /* Reads integer @key into *@out if present, checking [@min, @max]. */
@@ -97,6 +107,10 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       "psi_trigger",
       "psi_round_mib",
       "psi_interval_ms",
+      "channel",
+      "vsock_port",
+      "channel_out_max_kib",
+      "channel_write_timeout_ms",
       NULL,
   };
   static const struct {
@@ -118,6 +132,11 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       {"poll_idle_ms", G_STRUCT_OFFSET(AgentSettings, poll_idle_ms), 1, 600000},
       {"psi_round_mib", G_STRUCT_OFFSET(AgentSettings, psi_round_mib), 1, 1 << 20},
       {"psi_interval_ms", G_STRUCT_OFFSET(AgentSettings, psi_interval_ms), 1, 86400000},
+      /* 0: none; vsock ports are 32-bit, VMADDR_PORT_ANY (-1U) excluded */
+      {"vsock_port", G_STRUCT_OFFSET(AgentSettings, vsock_port), 0, G_MAXUINT32 - 1},
+      {"channel_out_max_kib", G_STRUCT_OFFSET(AgentSettings, channel_out_max_kib), 64, 1 << 20},
+      {"channel_write_timeout_ms", G_STRUCT_OFFSET(AgentSettings, channel_write_timeout_ms), 10,
+       600000},
   };
   g_autoptr(GKeyFile) kf = g_key_file_new();
   g_autoptr(GError) local = NULL;
@@ -206,6 +225,7 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
         g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "balloon_events", NULL);
     g_autofree char *kmsg = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "kmsg", NULL);
     g_autofree char *psi = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "psi_trigger", NULL);
+    g_autofree char *channel = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "channel", NULL);
 
     if (sock && !g_path_is_absolute(sock)) {
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
@@ -232,6 +252,16 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
                   "%s: [%s] psi_trigger: longer than 128 characters", path, AGENT_SETTINGS_GROUP);
       return FALSE;
+    }
+    if (channel && !agent_settings_valid_channel(g_strstrip(channel))) {
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
+                  "%s: [%s] channel: expected an absolute path or none", path,
+                  AGENT_SETTINGS_GROUP);
+      return FALSE;
+    }
+    if (channel) {
+      g_free(c.channel_path);
+      c.channel_path = g_steal_pointer(&channel);
     }
     if (events) {
       g_free(c.balloon_events);

@@ -35,6 +35,13 @@
  *   psi_round_mib=64              # a PSI-triggered soft round asks for this much
  *   psi_interval_ms=10000         # PSI rounds at most this often
  *
+ *   # The host channel (channel.h, docs/channel-protocol.md)
+ *   channel=/dev/virtio-ports/org.shrinkd.agent.0 # a character device, or a unix
+ *                                 # socket to connect to; none: no channel
+ *   vsock_port=0                  # also listen on this AF_VSOCK port; 0: not
+ *   channel_out_max_kib=1024      # answers waiting for the host at most
+ *   channel_write_timeout_ms=5000 # the host reads nothing this long: they are dropped
+ *
  * A missing file means defaults; a file that cannot be parsed, or a value
  * of the wrong type or out of range, is an error naming the file and key.
  * Unknown keys are logged as warnings and ignored (a newer config on an
@@ -72,7 +79,15 @@ typedef struct {
   char *psi_trigger; /* "off": none */
   uint32_t psi_round_mib;
   uint32_t psi_interval_ms;
+
+  char *channel_path;  /* "none": no channel */
+  uint32_t vsock_port; /* 0: none */
+  uint32_t channel_out_max_kib;
+  uint32_t channel_write_timeout_ms;
 } AgentSettings;
+
+/* Checks a channel value: "none" or an absolute path. */
+gboolean agent_settings_valid_channel(const char *value);
 
 /* Checks a balloon_events value; TRUE if it is one of the four. */
 gboolean agent_settings_valid_balloon_events(const char *value);

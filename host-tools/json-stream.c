@@ -1,140 +1,104 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The JSON object splitter (see json-stream.h). It tracks string literals
- * and nesting just enough to find where a top-level object ends; json-glib
- * then parses exactly those bytes. Scanning resumes where the last call
- * stopped, so an answer that arrives in many reads is scanned once.
+ * The JSON object splitter (see json-stream.h): proto/channel-frame.c finds
+ * where each top-level object ends (the framing exists once, shared with
+ * the agent); json-glib then parses exactly those bytes. Input is scanned
+ * when an object is asked for, so an answer that arrives in many reads is
+ * scanned once; while the stream skips to a 0xFF, input is scanned as it
+ * is fed and nothing before the 0xFF is kept.
  */
 #include "json-stream.h"
 
-#include <stdarg.h>
 #include <string.h>
 
+#include "channel-frame.h"
 #include "vs-error.h"
 
 struct VsJsonStream {
-  GByteArray *buf;
-  gsize max_bytes;
+  proto_frame *frame;
+  gsize max_bytes; /* for the error texts */
   guint max_depth;
-  gsize start; /* where the unconsumed input begins in buf */
-  gsize scan;  /* how far buf is scanned; start <= scan <= buf->len */
-  guint depth; /* 0: between objects */
-  gboolean in_string;
-  gboolean escape; /* the previous byte in a string was a backslash */
-  gboolean skipping;
+  GByteArray *in; /* fed and not yet scanned, from in_off */
+  gsize in_off;
 };
 
 VsJsonStream *vs_json_stream_new(gsize max_bytes, guint max_depth) {
+  const proto_frame_limits limits = {.max_bytes = max_bytes, .max_depth = max_depth};
   VsJsonStream *s = g_new0(VsJsonStream, 1);
 
-  s->buf = g_byte_array_new();
+  if (proto_frame_new(&limits, &s->frame) < 0)
+    g_error("json-stream: cannot make a scanner for %" G_GSIZE_FORMAT " bytes, depth %u", max_bytes,
+            max_depth);
   s->max_bytes = max_bytes;
   s->max_depth = max_depth;
+  s->in = g_byte_array_new();
   return s;
 }
 
 void vs_json_stream_free(VsJsonStream *stream) {
   if (!stream)
     return;
-  g_byte_array_unref(stream->buf);
+  proto_frame_free(stream->frame);
+  g_byte_array_unref(stream->in);
   g_free(stream);
 }
 
-/* Drops the input before @upto and forgets the scanning state: the next
- * object begins at or after @upto. */
-static void consume_to(VsJsonStream *s, gsize upto) {
-  s->start = upto;
-  s->scan = upto;
-  s->depth = 0;
-  s->in_string = FALSE;
-  s->escape = FALSE;
-  /* Compact when the dead prefix is large or everything was consumed, so
-   * that whitespace or junk one byte at a time stays linear. */
-  if (s->start == s->buf->len || s->start >= 4096) {
-    g_byte_array_remove_range(s->buf, 0, (guint)s->start);
-    s->scan -= s->start;
-    s->start = 0;
+/* Marks @n more bytes of the unscanned input as scanned. */
+static void consume(VsJsonStream *s, gsize n) {
+  s->in_off += n;
+  /* Compact when everything was scanned or the dead prefix is large, so
+   * that input one byte at a time stays linear. */
+  if (s->in_off == s->in->len || s->in_off >= 4096) {
+    g_byte_array_remove_range(s->in, 0, (guint)s->in_off);
+    s->in_off = 0;
   }
 }
 
-/* The first 0xFF buffered at or after @from, or NULL. */
-static const guint8 *find_sync(const VsJsonStream *s, gsize from) {
-  if (from >= s->buf->len)
-    return NULL; /* (data may be NULL when empty: no memchr) */
-  return memchr(s->buf->data + from, VS_JSON_SYNC_BYTE, s->buf->len - from);
+/* While skipping, scans @len bytes of @p up to the 0xFF that ends the
+ * skip. Returns how many were consumed. */
+static gsize scan_skipping(VsJsonStream *s, const guint8 *p, gsize len) {
+  gsize off = 0;
+
+  while (off < len && proto_frame_is_skipping(s->frame)) {
+    proto_frame_event ev;
+
+    off += proto_frame_feed(s->frame, p + off, len - off, &ev);
+  }
+  return off;
 }
 
 void vs_json_stream_feed(VsJsonStream *stream, const void *data, gsize len) {
   const guint8 *p = data;
-
   /* While skipping, only what follows a 0xFF can matter: do not buffer the
    * rest (a guest could otherwise fill our memory with junk). */
-  while (stream->skipping && len > 0) {
-    const guint8 *ff = memchr(p, VS_JSON_SYNC_BYTE, len);
+  gsize off = scan_skipping(stream, p, len);
 
-    if (!ff)
-      return;
-    len -= (gsize)(ff - p) + 1;
-    p = ff + 1;
-    stream->skipping = FALSE;
-  }
-  g_byte_array_append(stream->buf, p, (guint)len);
+  g_byte_array_append(stream->in, p + off, (guint)(len - off));
 }
 
 void vs_json_stream_skip_to_sync(VsJsonStream *stream) {
-  const guint8 *base = stream->buf->data;
-  const guint8 *ff = find_sync(stream, stream->start);
-
+  proto_frame_skip_to_sync(stream->frame);
   /* The next 0xFF may already be buffered (several answers in one read). */
-  if (ff) {
-    consume_to(stream, (gsize)(ff - base) + 1);
-    return;
-  }
-  consume_to(stream, stream->buf->len);
-  stream->skipping = TRUE;
+  consume(stream, scan_skipping(stream, stream->in->data + stream->in_off,
+                                stream->in->len - stream->in_off));
 }
 
 gboolean vs_json_stream_is_skipping(const VsJsonStream *stream) {
-  return stream->skipping;
+  return proto_frame_is_skipping(stream->frame);
 }
 
 gsize vs_json_stream_pending(const VsJsonStream *stream) {
-  return stream->buf->len - stream->start;
+  return stream->in->len - stream->in_off + proto_frame_pending(stream->frame);
 }
 
-/* Fails with @error and makes the stream skip to the next 0xFF, keeping
- * whatever follows one that is already buffered. */
-static gboolean fail(VsJsonStream *s, GError **error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-
-static gboolean fail(VsJsonStream *s, GError **error, const char *fmt, ...) {
-  g_autofree char *msg = NULL;
-  const guint8 *ff;
-  va_list ap;
-
-  va_start(ap, fmt);
-  msg = g_strdup_vprintf(fmt, ap);
-  va_end(ap);
-  g_set_error_literal(error, VS_ERROR, VS_ERROR_PROTOCOL, msg);
-  ff = find_sync(s, s->scan);
-  if (ff) {
-    consume_to(s, (gsize)(ff - s->buf->data) + 1);
-  } else {
-    consume_to(s, s->buf->len);
-    s->skipping = TRUE;
-  }
-  return FALSE;
-}
-
-/* Parses the object in buf[start, end) and consumes it. */
-static gboolean parse_object(VsJsonStream *s, gsize end, JsonNode **out, GError **error) {
+/* Parses the object the scanner just reported. */
+static gboolean parse_object(VsJsonStream *s, JsonNode **out, GError **error) {
   g_autoptr(JsonParser) parser = json_parser_new();
   g_autoptr(GError) local = NULL;
-  gboolean ok;
+  size_t len;
+  const char *text = proto_frame_object(s->frame, &len);
 
-  ok = json_parser_load_from_data(parser, (const char *)s->buf->data + s->start,
-                                  (gssize)(end - s->start), &local);
-  consume_to(s, end);
-  if (!ok) {
+  if (!json_parser_load_from_data(parser, text, (gssize)len, &local)) {
     g_set_error(error, VS_ERROR, VS_ERROR_PROTOCOL, "malformed JSON: %s", local->message);
     return FALSE;
   }
@@ -146,52 +110,36 @@ gboolean vs_json_stream_next(VsJsonStream *stream, JsonNode **out, GError **erro
   VsJsonStream *s = stream;
 
   *out = NULL;
-  while (s->scan < s->buf->len) {
-    guint8 c = s->buf->data[s->scan];
+  while (s->in_off < s->in->len) {
+    proto_frame_event ev;
 
-    if (c == VS_JSON_SYNC_BYTE) {
-      /* Resynchronisation: whatever came before is void. */
-      consume_to(s, s->scan + 1);
-      continue;
-    }
-    if (s->depth == 0) {
-      if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-        consume_to(s, s->scan + 1);
-        continue;
-      }
-      if (c != '{')
-        return fail(s, error, "unexpected byte 0x%02x between JSON objects", c);
-      s->depth = 1;
-      s->scan++;
-      continue;
-    }
-    s->scan++;
-    if (s->scan - s->start > s->max_bytes)
-      return fail(s, error, "a JSON object larger than %" G_GSIZE_FORMAT " bytes", s->max_bytes);
-    if (s->in_string) {
-      if (s->escape)
-        s->escape = FALSE;
-      else if (c == '\\')
-        s->escape = TRUE;
-      else if (c == '"')
-        s->in_string = FALSE;
-      continue;
-    }
-    switch (c) {
-    case '"': s->in_string = TRUE; break;
-    case '{':
-    case '[':
-      if (++s->depth > s->max_depth)
-        return fail(s, error, "JSON nested deeper than %u levels", s->max_depth);
+    consume(s, proto_frame_feed(s->frame, s->in->data + s->in_off, s->in->len - s->in_off, &ev));
+    switch (ev) {
+    case PROTO_FRAME_NEED_MORE:
+    case PROTO_FRAME_SYNC: /* resynchronisation: whatever came before is void */ continue;
+    case PROTO_FRAME_OBJECT:
+      /* Balanced but malformed JSON is an error; the next object is fine. */
+      return parse_object(s, out, error);
+    case PROTO_FRAME_ERR_STRAY:
+      g_set_error(error, VS_ERROR, VS_ERROR_PROTOCOL, "unexpected byte 0x%02x between JSON objects",
+                  proto_frame_stray_byte(s->frame));
       break;
-    case '}':
-    case ']':
-      /* Mismatched brackets are json-glib's to refuse. */
-      if (--s->depth == 0)
-        return parse_object(s, s->scan, out, error);
+    case PROTO_FRAME_ERR_TOO_BIG:
+      g_set_error(error, VS_ERROR, VS_ERROR_PROTOCOL,
+                  "a JSON object larger than %" G_GSIZE_FORMAT " bytes", s->max_bytes);
       break;
-    default: break;
+    case PROTO_FRAME_ERR_TOO_DEEP:
+      g_set_error(error, VS_ERROR, VS_ERROR_PROTOCOL, "JSON nested deeper than %u levels",
+                  s->max_depth);
+      break;
+    default:
+      g_set_error(error, VS_ERROR, VS_ERROR_PROTOCOL, "%s", proto_frame_event_name(ev));
+      break;
     }
+    /* Past a framing error the stream skips to the next 0xFF, keeping
+     * whatever follows one that is already buffered. */
+    vs_json_stream_skip_to_sync(s);
+    return FALSE;
   }
   return FALSE;
 }

@@ -4,6 +4,8 @@
  * for QMP: both send one top-level object after another, separated by
  * whitespace (a line each in practice, but nothing relies on it). Pure: no
  * I/O, so the framing can be tested with any byte sequence and any split.
+ * The framing itself is proto/channel-frame.h's, shared with the agent;
+ * this adds buffering, json-glib and the client's error rule.
  *
  * The agent's resynchronisation byte 0xFF (never part of UTF-8 JSON) drops
  * whatever partial object is buffered. After vs_json_stream_skip_to_sync()

@@ -13,3 +13,6 @@ python3 bench/fanout.py "$BUILD_DIR" "$@"
 echo
 echo "== the balloon in a QEMU guest: reaction and convergence against a free-memory inflate"
 python3 bench/vm-balloon.py "$BUILD_DIR"
+echo
+echo "== the host channel: guest-ping round trip, shrinkd against qemu-ga"
+python3 bench/channel-ping.py "$BUILD_DIR"

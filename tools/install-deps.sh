@@ -6,10 +6,12 @@
 #   tools/install-deps.sh --list   prints the package list (for .ci/run)
 set -eu
 
+# qemu-guest-agent: bench/channel-ping.py measures shrinkd's channel beside it.
 PACKAGES="meson ninja-build pkg-config gcc g++ libc6-dev \
   libglib2.0-dev libjson-glib-dev libcunit1-dev libvirt-dev \
   python3 procps strace \
-  qemu-system-x86 busybox-static cpio socat"
+  qemu-system-x86 busybox-static cpio socat \
+  qemu-guest-agent"
 
 if [ "${1:-}" = --list ]; then
   echo $PACKAGES
