@@ -712,17 +712,25 @@ static void cmd_shrink(AgentCommands *self, JsonObject *args, const AgentCaller 
   }
 }
 
-static void cmd_status(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                       Call *call) {
+/* For commands that take no arguments: answers InvalidParameter and returns
+ * FALSE if @args has any member, else returns TRUE. */
+static gboolean no_args(JsonObject *args, Call *call) {
   static const char *const known[] = {NULL};
   g_autofree char *why = NULL;
+
+  if (check_known_args(args, known, &why))
+    return TRUE;
+  call_error(call, "InvalidParameter", "%s", why);
+  return FALSE;
+}
+
+static void cmd_status(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                       Call *call) {
   GString *out;
   AgentJsonWriter w;
 
-  if (!check_known_args(args, known, &why)) {
-    call_error(call, "InvalidParameter", "%s", why);
+  if (!no_args(args, call))
     return;
-  }
   out = g_string_sized_new(4096);
   reply_begin(&w, out);
   write_status(&w, "return", self, caller_is_privileged(caller) ? -1 : (gint64)caller->uid);
@@ -770,15 +778,11 @@ static void cmd_guest_sync(AgentCommands *self, JsonObject *args, const AgentCal
 
 /* Replies {"return": {}} if @args has no member, else InvalidParameter. */
 static void reply_empty(JsonObject *args, Call *call) {
-  static const char *const known[] = {NULL};
-  g_autofree char *why = NULL;
   GString *out;
   AgentJsonWriter w;
 
-  if (!check_known_args(args, known, &why)) {
-    call_error(call, "InvalidParameter", "%s", why);
+  if (!no_args(args, call))
     return;
-  }
   out = g_string_sized_new(32);
   reply_begin(&w, out);
   agent_json_begin_object(&w, "return");
@@ -1038,15 +1042,11 @@ static const struct {
  * "success-response"}]}}: the host's commands. */
 static void cmd_guest_info(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
                            Call *call) {
-  static const char *const known[] = {NULL};
-  g_autofree char *why = NULL;
   GString *out;
   AgentJsonWriter w;
 
-  if (!check_known_args(args, known, &why)) {
-    call_error(call, "InvalidParameter", "%s", why);
+  if (!no_args(args, call))
     return;
-  }
   out = g_string_sized_new(512);
   reply_begin(&w, out);
   agent_json_begin_object(&w, "return");
