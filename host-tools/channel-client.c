@@ -51,23 +51,11 @@ void vs_channel_free(VsChannel *channel) {
  * after a 0xFF if @sync_byte. */
 static gboolean send_command(VsChannel *ch, gboolean sync_byte, const char *command,
                              JsonObject *arguments, gint64 deadline_us, GError **error) {
-  g_autoptr(JsonBuilder) b = json_builder_new();
-  g_autoptr(JsonNode) root = NULL;
+  g_autoptr(JsonNode) root = json_node_new(JSON_NODE_OBJECT);
   g_autoptr(GString) text = g_string_new(NULL);
   g_autofree char *json = NULL;
 
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "execute");
-  json_builder_add_string_value(b, command);
-  if (arguments) {
-    JsonNode *args = json_node_new(JSON_NODE_OBJECT);
-
-    json_node_set_object(args, arguments);
-    json_builder_set_member_name(b, "arguments");
-    json_builder_add_value(b, args);
-  }
-  json_builder_end_object(b);
-  root = json_builder_get_root(b);
+  json_node_take_object(root, vs_json_request_new(command, arguments));
   json = vs_json_to_string(root);
   if (sync_byte)
     g_string_append_c(text, (char)VS_JSON_SYNC_BYTE);

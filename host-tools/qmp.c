@@ -34,25 +34,13 @@ void vs_qmp_free(VsQmp *qmp) {
 
 static gboolean send_command(VsQmp *q, const char *command, JsonObject *arguments, gint64 id,
                              gint64 deadline_us, GError **error) {
-  g_autoptr(JsonBuilder) b = json_builder_new();
-  g_autoptr(JsonNode) root = NULL;
+  g_autoptr(JsonNode) root = json_node_new(JSON_NODE_OBJECT);
+  JsonObject *request = vs_json_request_new(command, arguments);
   g_autofree char *json = NULL;
   g_autofree char *line = NULL;
 
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "execute");
-  json_builder_add_string_value(b, command);
-  if (arguments) {
-    JsonNode *args = json_node_new(JSON_NODE_OBJECT);
-
-    json_node_set_object(args, arguments);
-    json_builder_set_member_name(b, "arguments");
-    json_builder_add_value(b, args);
-  }
-  json_builder_set_member_name(b, "id");
-  json_builder_add_int_value(b, id);
-  json_builder_end_object(b);
-  root = json_builder_get_root(b);
+  json_object_set_int_member(request, "id", id);
+  json_node_take_object(root, request);
   json = vs_json_to_string(root);
   line = g_strconcat(json, "\n", NULL);
   g_debug("QMP %s: -> %s", q->path, json);

@@ -197,3 +197,12 @@ char *vs_json_to_string(JsonNode *node) {
   json_generator_set_root(gen, node);
   return json_generator_to_data(gen, NULL);
 }
+
+JsonObject *vs_json_request_new(const char *command, JsonObject *arguments) {
+  JsonObject *request = json_object_new();
+
+  json_object_set_string_member(request, "execute", command);
+  if (arguments)
+    json_object_set_object_member(request, "arguments", json_object_ref(arguments));
+  return request;
+}

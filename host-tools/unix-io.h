@@ -44,3 +44,8 @@ gboolean vs_read_object(int fd, VsJsonStream *stream, gint64 deadline_us, JsonNo
 
 /* Serialises @node compactly (transfer full, NUL-terminated). */
 char *vs_json_to_string(JsonNode *node);
+
+/* A request as the guest agent and QMP both read it: {"execute": @command}
+ * plus "arguments": @arguments when not NULL (referenced, not copied).
+ * Returns the object (transfer full): a caller may add members ("id"). */
+JsonObject *vs_json_request_new(const char *command, JsonObject *arguments);
