@@ -139,24 +139,6 @@ def status_balloon(st):
 
 # ---------------------------------------------------------------- guest A
 
-def group_a(c, args, img, timings):
-    t = time.monotonic()
-    try:
-        vm = guestlib.boot(args.workdir, img, "balloon-a")
-    except vmlib.BootError as e:
-        c.check("A boot", False, e)
-        return
-    timings["A boot"] = time.monotonic() - t
-    c.check("A boot", True, "%.1f s" % timings["A boot"])
-    with vm:
-        try:
-            _group_a(c, args, vm, timings)
-        except Exception as e:
-            c.check("A harness", False, "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        finally:
-            save_guest_logs(vm, app_log_names(vm))
-
-
 def _group_a(c, args, vm, timings):
     g = vm.g
     vm.start_shrinkd(SHRINKD_ARGS)
@@ -437,27 +419,6 @@ def _group_a_config(c, args, vm, timings):
 
 # ---------------------------------------------------------------- guest B
 
-def group_b(c, args, img, timings):
-    t = time.monotonic()
-    try:
-        vm = guestlib.boot(args.workdir, img, "balloon-b")
-    except vmlib.BootError as e:
-        c.check("B boot", False, e)
-        return
-    timings["B boot"] = time.monotonic() - t
-    c.check("B boot", True, "%.1f s" % timings["B boot"])
-    with vm:
-        try:
-            _group_b(c, args, vm, timings)
-        except Exception as e:
-            c.check("B harness", False, "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        finally:
-            try:
-                save_guest_logs(vm, ["app-" + n for n in vm.apps])
-            except Exception:
-                pass
-
-
 def _group_b(c, args, vm, timings):
     g = vm.g
     t = time.monotonic()
@@ -493,25 +454,6 @@ def _group_b(c, args, vm, timings):
 
 
 # ---------------------------------------------------------------- guest C
-
-def group_c(c, args, img, timings):
-    t = time.monotonic()
-    try:
-        vm = guestlib.boot(args.workdir, img, "balloon-c", free_page_hint=True,
-                           deflate_on_oom=True)
-    except vmlib.BootError as e:
-        c.check("C boot", False, e)
-        return
-    timings["C boot"] = time.monotonic() - t
-    c.check("C boot", True, "%.1f s" % timings["C boot"])
-    with vm:
-        try:
-            _group_c(c, args, vm, timings)
-        except Exception as e:
-            c.check("C harness", False, "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
-        finally:
-            save_guest_logs(vm, app_log_names(vm))
-
 
 def _group_c(c, args, vm, timings):
     g = vm.g
@@ -586,40 +528,72 @@ def _group_c(c, args, vm, timings):
             not oom and all(vm.apps_alive().values()), "%s %s" % (oom[:2], vm.apps_alive()))
 
 
-# ---------------------------------------------------------------- guest D
+# ---------------------------------------------------------------- running a guest
 
-def group_d(c, args, img, timings):
+def run_in_guest(c, args, img, timings, letter, body, boot_label=None, logs=app_log_names,
+                 **boot_kw):
+    """Boots guest @letter (options @boot_kw), runs body(c, args, vm, timings)
+    in it and saves the guest's logs; a guest that cannot boot, or a harness
+    error, is a failed check."""
     t = time.monotonic()
     try:
-        vm = guestlib.boot(args.workdir, img, "balloon-d", balloon=False)
+        vm = guestlib.boot(args.workdir, img, "balloon-" + letter.lower(), **boot_kw)
     except vmlib.BootError as e:
-        c.check("D boot", False, e)
+        c.check("%s boot" % letter, False, e)
         return
-    timings["D boot"] = time.monotonic() - t
-    c.check("D boot (no balloon device)", True, "%.1f s" % timings["D boot"])
+    timings["%s boot" % letter] = time.monotonic() - t
+    c.check(boot_label or "%s boot" % letter, True, "%.1f s" % timings["%s boot" % letter])
     with vm:
         try:
-            g = vm.g
-            r = g.sh("ls /sys/bus/virtio/drivers/virtio_balloon/ | grep virtio")
-            c.check("6a guest has no balloon device", r.rc != 0, r.out)
-            vm.start_shrinkd(SHRINKD_ARGS)
-            vm.start_apps((("cache", "shrink-example-cache --mib 32", 32),), log=log)
-            st, nreg = wait_registered(vm, 1)
-            lines = vm.shrinkd_log()
-            bl = [l for l in lines if "balloon" in l.lower()]
-            c.check("6a a log line says there is no balloon", bl, bl[:2] or lines[-5:])
-            bal = status_balloon(st)
-            c.check("6a status works and shows no balloon",
-                    nreg == 1 and (bal is None or bal.get("mode") == "none"),
-                    "balloon %s; %s" % (json.dumps(bal), source_summary(st)))
-            r = g.sh("shrinkctl shrink 8M")
-            evs = vm.events("shrink")
-            c.check("6a shrinkctl shrink works", r.rc in (0, 5) and evs,
-                    "rc %d, %s; %d callbacks" % (r.rc, r.lines[-1] if r.lines else "", len(evs)))
+            body(c, args, vm, timings)
         except Exception as e:
-            c.check("D harness", False, "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
+            c.check("%s harness" % letter, False,
+                    "%s: %s\n%s" % (type(e).__name__, e, traceback.format_exc()))
         finally:
-            save_guest_logs(vm, app_log_names(vm))
+            try:
+                save_guest_logs(vm, logs(vm))
+            except Exception:
+                pass
+
+
+def group_a(c, args, img, timings):
+    run_in_guest(c, args, img, timings, "A", _group_a)
+
+
+def group_b(c, args, img, timings):
+    # No shrinkd runs in B: only the applications' logs.
+    run_in_guest(c, args, img, timings, "B", _group_b, logs=lambda vm: ["app-" + n for n in vm.apps])
+
+
+def group_c(c, args, img, timings):
+    run_in_guest(c, args, img, timings, "C", _group_c, free_page_hint=True, deflate_on_oom=True)
+
+
+def group_d(c, args, img, timings):
+    run_in_guest(c, args, img, timings, "D", _group_d, boot_label="D boot (no balloon device)",
+                 balloon=False)
+
+
+# ---------------------------------------------------------------- guest D
+
+def _group_d(c, args, vm, timings):
+    g = vm.g
+    r = g.sh("ls /sys/bus/virtio/drivers/virtio_balloon/ | grep virtio")
+    c.check("6a guest has no balloon device", r.rc != 0, r.out)
+    vm.start_shrinkd(SHRINKD_ARGS)
+    vm.start_apps((("cache", "shrink-example-cache --mib 32", 32),), log=log)
+    st, nreg = wait_registered(vm, 1)
+    lines = vm.shrinkd_log()
+    bl = [l for l in lines if "balloon" in l.lower()]
+    c.check("6a a log line says there is no balloon", bl, bl[:2] or lines[-5:])
+    bal = status_balloon(st)
+    c.check("6a status works and shows no balloon",
+            nreg == 1 and (bal is None or bal.get("mode") == "none"),
+            "balloon %s; %s" % (json.dumps(bal), source_summary(st)))
+    r = g.sh("shrinkctl shrink 8M")
+    evs = vm.events("shrink")
+    c.check("6a shrinkctl shrink works", r.rc in (0, 5) and evs,
+            "rc %d, %s; %d callbacks" % (r.rc, r.lines[-1] if r.lines else "", len(evs)))
 
 
 # ---------------------------------------------------------------- main
