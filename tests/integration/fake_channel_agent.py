@@ -58,22 +58,14 @@ def round_report(round_id, level, target, freed_per_app, reason="host"):
     }
 
 
-class FakeChannelAgent:
+class FakeUnixServer:
+    """A stream socket at @path served by a thread, one client at a time;
+    subclasses answer in _client(conn). Subclasses set their own state
+    before calling this __init__, which starts serving."""
+
     def __init__(self, path):
         self.path = path
-        self.silent = False
-        self.junk_on_connect = b""
-        self.prepare_delay = 0.0
-        self.prepare_error = None
-        self.close_on = None
-        self.freed_per_app = 96 * MiB
-        self.mem_total = 1024 * MiB
-        self.mem_free = 100 * MiB
-        self.log = []
-        self.answers = []
         self.connections = 0
-        self.rounds = []
-        self._next_round = 1
         self._stop = False
         self._lock = threading.Lock()
         if os.path.exists(path):
@@ -92,12 +84,6 @@ class FakeChannelAgent:
         if os.path.exists(self.path):
             os.unlink(self.path)
 
-    def commands(self):
-        with self._lock:
-            return [name for _, name, _ in self.log]
-
-    # ---- serving ----
-
     def _serve(self):
         while not self._stop:
             try:
@@ -111,7 +97,34 @@ class FakeChannelAgent:
                 try:
                     self._client(conn)
                 except OSError:
-                    pass  # the host went away mid-answer: serve the next one
+                    pass  # the client went away mid-answer: serve the next one
+
+    def _client(self, conn):
+        raise NotImplementedError
+
+
+class FakeChannelAgent(FakeUnixServer):
+    def __init__(self, path):
+        self.silent = False
+        self.junk_on_connect = b""
+        self.prepare_delay = 0.0
+        self.prepare_error = None
+        self.close_on = None
+        self.freed_per_app = 96 * MiB
+        self.mem_total = 1024 * MiB
+        self.mem_free = 100 * MiB
+        self.log = []
+        self.answers = []
+        self.connections = 0
+        self.rounds = []
+        self._next_round = 1
+        super().__init__(path)
+
+    def commands(self):
+        with self._lock:
+            return [name for _, name, _ in self.log]
+
+    # ---- serving ----
 
     def _client(self, conn):
         conn.settimeout(0.1)

@@ -15,12 +15,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fake_channel_agent import FakeChannelAgent  # noqa: E402
+from fake_channel_agent import FakeChannelAgent, FakeUnixServer  # noqa: E402
 
 BUILD = os.environ.get("SHRINKD_BUILD_DIR",
                        os.path.join(os.path.dirname(__file__), "..", "..", "build"))
@@ -29,13 +28,12 @@ MiB = 1 << 20
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 64
 
 
-class FakeQmp:
+class FakeQmp(FakeUnixServer):
     """QEMU's QMP socket, one client at a time, with a balloon that moves
     towards its target at `rate` bytes/s and cannot inflate below
     `stall_at` (memory the guest's applications hold)."""
 
     def __init__(self, path, base=1024 * MiB):
-        self.path = path
         self.base = base
         self.actual = float(base)
         self.target = base
@@ -45,19 +43,7 @@ class FakeQmp:
         self.events = True
         self.log = []  # (monotonic time, command, arguments)
         self._t = time.monotonic()
-        self._lock = threading.Lock()
-        self._stop = False
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        self.sock.listen(4)
-        self.sock.settimeout(0.1)
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self._stop = True
-        self.thread.join(5)
-        self.sock.close()
+        super().__init__(path)
 
     def commands(self):
         with self._lock:
@@ -81,17 +67,6 @@ class FakeQmp:
             self.actual = max(floor, self.actual - step) if self.actual > floor else self.actual
         elif self.actual < self.target:
             self.actual = min(self.target, self.actual + step)
-
-    def _serve(self):
-        while not self._stop:
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            with conn:
-                self._client(conn)
 
     def _send(self, conn, obj):
         conn.sendall(json.dumps(obj).encode() + b"\r\n")
