@@ -14,5 +14,8 @@ echo
 echo "== the balloon in a QEMU guest: reaction and convergence against a free-memory inflate"
 python3 bench/vm-balloon.py "$BUILD_DIR"
 echo
+echo "== libvirt: virt-shrink setmem (the guest warned first) against virsh setmem (reactive)"
+python3 bench/vm-libvirt.py "$BUILD_DIR"
+echo
 echo "== the host channel: guest-ping round trip, shrinkd against qemu-ga"
 python3 bench/channel-ping.py "$BUILD_DIR"

@@ -7,11 +7,13 @@
 set -eu
 
 # qemu-guest-agent: bench/channel-ping.py measures shrinkd's channel beside it.
+# libvirt-daemon-*: the libvirt VM tests start their own libvirtd (no systemd).
 PACKAGES="meson ninja-build pkg-config gcc g++ libc6-dev \
   libglib2.0-dev libjson-glib-dev libcunit1-dev libvirt-dev \
   python3 procps strace \
   qemu-system-x86 busybox-static cpio socat \
-  qemu-guest-agent"
+  qemu-guest-agent \
+  libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients libvirt-daemon-driver-qemu"
 
 if [ "${1:-}" = --list ]; then
   echo $PACKAGES

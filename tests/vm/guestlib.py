@@ -213,6 +213,27 @@ class TestPort:
         _, line, _ = self.wait_line(r"^M %s " % token, timeout, since=m)
         return {k: int(v) for k, v in (kv.split("=") for kv in line.split()[2:])}
 
+    def arm_inflate_watch(self, timeout=5.0):
+        """Arms testport's balloon watch (B): returns a token for
+        wait_inflate() once the guest's balloon_inflate count is noted."""
+        self._n = getattr(self, "_n", 0) + 1
+        token = "b%d" % self._n
+        m = self.mark()
+        self.send("B " + token)
+        self.wait_line(r"^B %s armed " % token, timeout, since=m)
+        self._watch_mark = m
+        return token
+
+    def wait_inflate(self, token, timeout=60.0):
+        """Guest CLOCK_REALTIME (us) at which testport saw balloon_inflate
+        change after arm_inflate_watch() returned token, or None."""
+        try:
+            _, line, _ = self.wait_line(r"^B %s [0-9]+ " % token, timeout,
+                                        since=getattr(self, "_watch_mark", 0))
+        except TimeoutError:
+            return None
+        return int(line.split()[2])
+
     def kmsg_matching(self, pattern, since_t=0.0):
         rx = re.compile(pattern)
         with self._cv:
@@ -381,12 +402,14 @@ class BalloonVM:
         return lines
 
 
-def boot(workdir, img, name, timeout=120.0, kmsg=True, **guest_kw):
+def boot(workdir, img, name, timeout=120.0, kmsg=True, guest_class=vmlib.Guest, **guest_kw):
     """Boot a 1024 MiB guest (unless mem_mib says otherwise) with the agent
     port and the test port, start testport in it and return a BalloonVM.
-    Raises vmlib.BootError if the guest does not boot."""
+    guest_class(workdir, name=, initrd=, ports=, **guest_kw) makes the guest
+    (a libvirtlib.LibvirtGuest takes its Libvirtd first: use
+    functools.partial). Raises vmlib.BootError if the guest does not boot."""
     guest_kw.setdefault("mem_mib", 1024)
-    g = vmlib.Guest(workdir, name=name, initrd=img, ports=(AGENT_PORT, TEST_PORT), **guest_kw)
+    g = guest_class(workdir, name=name, initrd=img, ports=(AGENT_PORT, TEST_PORT), **guest_kw)
     try:
         g.wait_ready(timeout)
         port = TestPort(g)

@@ -17,6 +17,11 @@
  *              smallest round trip)
  *   M TOKEN    "M TOKEN MemTotal=KIB MemFree=KIB MemAvailable=KIB":
  *              /proc/meminfo read through a descriptor opened beforehand
+ *   B TOKEN    "B TOKEN armed balloon_inflate=N", then, at the first change
+ *              of /proc/vmstat balloon_inflate (read every millisecond
+ *              while armed), "B TOKEN REALTIME_US balloon_inflate=M": when
+ *              the balloon took its first page, for tests that need to know
+ *              what came before it. One watch at a time (a new B re-arms).
  *   Q          "Q": quit
  * With -k, every /dev/kmsg record written after the start is forwarded as
  * "K MONOTONIC_US TEXT" (the record's text, first line). Reading starts at
@@ -42,6 +47,19 @@ static size_t inlen;
 static char out[16384];
 static char rec[8192];
 static char mem[8192];
+static char vmstat[16384];
+
+/* The balloon watch of a B request (armed: token[0] != 0). */
+static char watch_token[64];
+static long watch_start;
+
+static long vmstat_inflate(int fd)
+{
+    ssize_t len = pread(fd, vmstat, sizeof vmstat - 1, 0);
+    vmstat[len > 0 ? len : 0] = 0;
+    const char *p = strstr(vmstat, "\nballoon_inflate ");
+    return p ? strtol(p + strlen("\nballoon_inflate "), NULL, 10) : -1;
+}
 
 static uint64_t clock_us(clockid_t id)
 {
@@ -75,10 +93,14 @@ static long meminfo_kib(const char *text, const char *key)
     return p ? strtol(p + strlen(key), NULL, 10) : -1;
 }
 
-static void answer(int port, int meminfo, char *line)
+static void answer(int port, int meminfo, int vmstat_fd, char *line)
 {
     int n = 0;
-    if (line[0] == 'T' && line[1] == ' ') {
+    if (line[0] == 'B' && line[1] == ' ') {
+        snprintf(watch_token, sizeof watch_token, "%s", line + 2);
+        watch_start = vmstat_inflate(vmstat_fd);
+        n = snprintf(out, sizeof out, "B %s armed balloon_inflate=%ld\n", watch_token, watch_start);
+    } else if (line[0] == 'T' && line[1] == ' ') {
         uint64_t rt = clock_us(CLOCK_REALTIME), mono = clock_us(CLOCK_MONOTONIC);
         n = snprintf(out, sizeof out, "T %s %" PRIu64 " %" PRIu64 "\n", line + 2, rt, mono);
     } else if (line[0] == 'M') {
@@ -127,6 +149,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int meminfo = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+    int vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
     int kmsg = -1;
     if (want_kmsg) {
         kmsg = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
@@ -137,6 +160,7 @@ int main(int argc, char **argv)
     memset(out, 0, sizeof out);
     memset(rec, 0, sizeof rec);
     memset(mem, 0, sizeof mem);
+    memset(vmstat, 0, sizeof vmstat);
     if (mlockall(MCL_CURRENT | MCL_FUTURE) < 0)
         perror("testport: mlockall");
     {
@@ -150,7 +174,7 @@ int main(int argc, char **argv)
         { .fd = kmsg, .events = POLLIN },
     };
     for (;;) {
-        if (poll(fds, kmsg >= 0 ? 2 : 1, -1) < 0) {
+        if (poll(fds, kmsg >= 0 ? 2 : 1, watch_token[0] ? 1 : -1) < 0) {
             if (errno == EINTR)
                 continue;
             return 1;
@@ -162,7 +186,7 @@ int main(int argc, char **argv)
                 char *start = inbuf, *nl;
                 while ((nl = memchr(start, '\n', (size_t)(inbuf + inlen - start)))) {
                     *nl = 0;
-                    answer(port, meminfo, start);
+                    answer(port, meminfo, vmstat_fd, start);
                     start = nl + 1;
                 }
                 inlen = (size_t)(inbuf + inlen - start);
@@ -174,6 +198,15 @@ int main(int argc, char **argv)
             /* The host closed its end: wait for it to come back. */
             struct timespec ts = { 0, 50 * 1000 * 1000 };
             nanosleep(&ts, NULL);
+        }
+        if (watch_token[0]) {
+            long now = vmstat_inflate(vmstat_fd);
+            if (now != watch_start) {
+                int n = snprintf(out, sizeof out, "B %s %" PRIu64 " balloon_inflate=%ld\n",
+                                 watch_token, clock_us(CLOCK_REALTIME), now);
+                write_all(port, out, (size_t)n);
+                watch_token[0] = 0;
+            }
         }
         if (kmsg >= 0 && (fds[1].revents & POLLIN)) {
             for (;;) {
