@@ -7,7 +7,11 @@
  * shrinker with its size as the reclaimable estimate, and then serves the
  * agent from its own poll() loop (SHRINK_CLIENT_NO_THREAD: get_fd plus
  * dispatch, so no locking is needed). Soft requests free the coldest entries,
- * at most a quarter of the cache; hard requests free as much as asked. Small
+ * at most a quarter of the cache, except for a migration (the round's reason):
+ * a live migration copies every cached page, so a soft request for one frees
+ * every cold entry asked for (all but the hottest --hot-mib), whereas a brief
+ * spike of pressure is not worth refilling the cache for. Hard requests free
+ * as much as asked. Small
  * objects are what glibc keeps after free(): the library's malloc_trim(0) is
  * what makes the process's RSS fall.
  *
@@ -54,6 +58,7 @@ typedef struct {
   size_t count;
   uint64_t next_key;
   unsigned delay_ms; /* --delay-ms: a slow shrinker, for tests */
+  size_t hot_bytes;  /* --hot-mib: never freed by a soft request */
   shrink_shrinker *shrinker;
 } cache;
 
@@ -124,10 +129,18 @@ static size_t on_shrink(const shrink_request *req, void *user_data) {
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
       ;
   }
-  /* Soft: only what is cheap, the coldest quarter at most. Hard: all asked. */
+  /* Soft: only what is cheap, the coldest quarter at most (for a migration:
+   * every cold entry). Hard: all asked. */
   size_t budget = req->target_bytes;
-  if (req->level == SHRINK_LEVEL_SOFT && budget > held_bytes(c) / 4)
-    budget = held_bytes(c) / 4;
+  if (req->level == SHRINK_LEVEL_SOFT) {
+    size_t held = held_bytes(c);
+    size_t cold = held > c->hot_bytes ? held - c->hot_bytes : 0;
+    size_t cap = cold;
+    if (req->reason != SHRINK_REASON_MIGRATION && cap > held / 4)
+      cap = held / 4;
+    if (budget > cap)
+      budget = cap;
+  }
   size_t freed = cache_evict(c, budget);
   if (shrink_shrinker_set_estimate(c->shrinker, held_bytes(c)) < 0) {
     /* Only for a NULL shrinker. */
@@ -160,6 +173,8 @@ static void usage(FILE *out, const char *argv0) {
           "  --name NAME      the application name shown by shrinkd (default cache)\n"
           "  --priority N     shrinker priority 0..100 (default 50)\n"
           "  --delay-ms N     sleep N ms in every shrink callback (to test deadlines)\n"
+          "  --hot-mib N      the hottest N MiB are never freed by a soft request\n"
+          "                   (default 0)\n"
           "  --help           show this help\n"
           "\n"
           "Prints READY and EVENT lines on standard output; exits on SIGTERM/SIGINT.\n",
@@ -177,17 +192,18 @@ static int parse_uint(const char *s, unsigned long max, unsigned long *out) {
 }
 
 int main(int argc, char **argv) {
-  enum { OPT_MIB = 1, OPT_SOCKET, OPT_NAME, OPT_PRIORITY, OPT_DELAY, OPT_HELP };
+  enum { OPT_MIB = 1, OPT_SOCKET, OPT_NAME, OPT_PRIORITY, OPT_DELAY, OPT_HOT, OPT_HELP };
   static const struct option options[] = {
       {"mib", required_argument, NULL, OPT_MIB},
       {"socket", required_argument, NULL, OPT_SOCKET},
       {"name", required_argument, NULL, OPT_NAME},
       {"priority", required_argument, NULL, OPT_PRIORITY},
       {"delay-ms", required_argument, NULL, OPT_DELAY},
+      {"hot-mib", required_argument, NULL, OPT_HOT},
       {"help", no_argument, NULL, OPT_HELP},
       {NULL, 0, NULL, 0},
   };
-  unsigned long mib = 256, priority = SHRINK_PRIORITY_DEFAULT, delay_ms = 0;
+  unsigned long mib = 256, priority = SHRINK_PRIORITY_DEFAULT, delay_ms = 0, hot_mib = 0;
   const char *socket_path = NULL, *name = "cache";
   int opt;
   while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -216,6 +232,12 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
+    case OPT_HOT:
+      if (parse_uint(optarg, 1024ul * 1024, &hot_mib) < 0) {
+        fprintf(stderr, "%s: --hot-mib: expected a number of MiB, not '%s'\n", argv[0], optarg);
+        return 2;
+      }
+      break;
     case OPT_HELP:
       usage(stdout, argv[0]);
       return 0;
@@ -241,7 +263,7 @@ int main(int argc, char **argv) {
     return 1;
   }
 
-  cache c = {.delay_ms = (unsigned)delay_ms};
+  cache c = {.delay_ms = (unsigned)delay_ms, .hot_bytes = (size_t)hot_mib << 20};
   size_t want = (size_t)mib * 1024 * 1024 / ENTRY_BYTES;
   for (size_t i = 0; i < want; i++)
     if (cache_add(&c) < 0) {

@@ -330,6 +330,7 @@ class LibvirtGuest(vmlib.Guest):
             "    <initrd>%s</initrd>\n"
             "    <cmdline>%s</cmdline>\n"
             "  </os>\n"
+            "  <features><acpi/><apic/></features>\n"
             "  <on_poweroff>destroy</on_poweroff>\n"
             "  <on_reboot>destroy</on_reboot>\n"
             "  <on_crash>destroy</on_crash>\n"
