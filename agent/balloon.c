@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "errors.h"
+#include "policy.h"
 
 #define MIB(b) ((double)(b) / (1024.0 * 1024.0))
 
@@ -26,6 +27,9 @@ void agent_balloon_policy_init(AgentBalloonPolicy *p) {
   p->blind_quiet_ms = AGENT_BALLOON_BLIND_QUIET_DEFAULT;
   p->psi_round_bytes = AGENT_BALLOON_RESERVE_DEFAULT;
   p->psi_interval_ms = AGENT_BALLOON_PSI_INTERVAL_DEFAULT;
+  p->hint_pct = AGENT_BALLOON_HINT_PCT_DEFAULT;
+  p->hint_fallback_bytes = AGENT_BALLOON_RESERVE_DEFAULT;
+  p->hint_deadline_ms = AGENT_BALLOON_HINT_DEADLINE_DEFAULT;
 }
 
 const char *agent_balloon_step_name(AgentBalloonStep step) {
@@ -197,6 +201,71 @@ void agent_balloon_decide_pressure(const AgentBalloonPolicy *p, const AgentBallo
     act_round(out, p, false, p->psi_round_bytes, "memory pressure (PSI)");
 }
 
+uint64_t agent_balloon_migration_bytes(bool estimates_known, uint64_t estimate_sum_bytes,
+                                       uint64_t fallback_bytes, uint32_t pct) {
+  uint64_t base =
+      MIN(estimates_known ? estimate_sum_bytes : fallback_bytes, AGENT_POLICY_BYTES_MAX);
+
+  pct = CLAMP(pct, 1u, 100u);
+  /* base < 2^57, so base x 100 cannot overflow. */
+  return (base * pct + 99) / 100;
+}
+
+bool agent_balloon_sum_estimates(const AgentRegistry *registry, uint64_t *sum_bytes) {
+  bool known = FALSE;
+
+  *sum_bytes = 0;
+  if (!registry)
+    return FALSE;
+  for (const GList *c = agent_registry_clients(registry)->head; c; c = c->next) {
+    const AgentClient *client = c->data;
+
+    for (const GList *l = client->shrinkers.head; l; l = l->next) {
+      const AgentShrinker *s = l->data;
+
+      if (!s->has_estimate)
+        continue;
+      known = TRUE;
+      *sum_bytes += MIN(s->estimate_bytes, AGENT_POLICY_BYTES_MAX - *sum_bytes);
+    }
+  }
+  return known;
+}
+
+void agent_balloon_decide_hint(const AgentBalloonPolicy *p, const AgentBalloonFacts *f,
+                               AgentBalloonAction *out) {
+  uint64_t bytes;
+
+  memset(out, 0, sizeof(*out));
+  if (p->hint_off) {
+    act(out, AGENT_BALLOON_IDLE, "hint rounds are off");
+    return;
+  }
+  if (!f->hint_in_progress) {
+    act(out, AGENT_BALLOON_IDLE, "no free page hinting in progress");
+    return;
+  }
+  if (f->hint_round_asked && f->hint_round_cmd_id == f->hint_cmd_id) {
+    act(out, AGENT_BALLOON_IDLE, "this hint had its round");
+    return;
+  }
+  if (f->hint_round_running) {
+    act(out, AGENT_BALLOON_IDLE, "a hint round is queued or running");
+    return;
+  }
+  bytes = agent_balloon_migration_bytes(f->estimates_known, f->estimate_sum_bytes,
+                                        p->hint_fallback_bytes, p->hint_pct);
+  if (bytes == 0) {
+    act(out, AGENT_BALLOON_IDLE, "the estimates leave nothing to free");
+    return;
+  }
+  act(out, AGENT_BALLOON_SOFT,
+      f->estimates_known ? "free page hinting began: the shrinkers' estimates"
+                         : "free page hinting began: no estimates, the fallback size");
+  out->round_bytes = bytes;
+  out->deadline_ms = p->hint_deadline_ms;
+}
+
 /* ---- the glue ---- */
 
 /* The done callback's link back to the controller, cleared when the
@@ -204,6 +273,7 @@ void agent_balloon_decide_pressure(const AgentBalloonPolicy *p, const AgentBallo
 typedef struct {
   AgentBalloon *owner;
   proto_reason reason;
+  uint32_t hint_cmd_id; /* a hint round's */
 } Ticket;
 
 struct AgentBalloon {
@@ -234,9 +304,25 @@ struct AgentBalloon {
   uint64_t stalls_seen;
   uint64_t oom_kills;
   uint64_t reliefs;
-  Ticket *ticket;              /* our round in flight */
+  Ticket *ticket;              /* our round in flight (balloon or PSI) */
   int64_t last_psi_round_mono; /* 0: none */
   guint timer_id;
+
+  /* Free page hints, apart from the episode (balloon.h). */
+  const AgentRegistry *registry; /* for the estimates; may be NULL */
+  Ticket *hint_ticket;           /* our hint round in flight */
+  bool hint_seen_any;
+  uint32_t hint_seen_id; /* the last new command id */
+  uint64_t hints_seen;
+  bool hint_round_asked;
+  uint32_t hint_round_cmd_id; /* the last one asked for */
+  uint64_t hint_rounds;       /* ended */
+  bool has_hint_round;
+  uint32_t last_hint_cmd_id;
+  uint64_t last_hint_round_id;
+  uint64_t last_hint_claimed;
+  guint hint_timer_id; /* retry after a full queue */
+  bool hint_warned_busy;
   bool warned_busy;
   const char *last_why; /* of the last WAIT or IDLE, logged once */
 };
@@ -261,11 +347,16 @@ AgentBalloon *agent_balloon_new(AgentRounds *rounds, AgentProcfs *procfs,
   DEFAULT(hard_deadline_ms);
   DEFAULT(blind_quiet_ms);
   DEFAULT(psi_interval_ms);
+  DEFAULT(hint_pct);
+  DEFAULT(hint_deadline_ms);
 #undef DEFAULT
+  self->policy.hint_pct = MIN(self->policy.hint_pct, 100u);
   if (!self->policy.blind_step_bytes)
     self->policy.blind_step_bytes = self->policy.reserve_bytes;
   if (!self->policy.psi_round_bytes)
     self->policy.psi_round_bytes = self->policy.reserve_bytes;
+  if (!self->policy.hint_fallback_bytes)
+    self->policy.hint_fallback_bytes = self->policy.reserve_bytes;
   self->sources = g_ptr_array_new_with_free_func((GDestroyNotify)agent_source_free);
   return self;
 }
@@ -275,8 +366,12 @@ void agent_balloon_free(AgentBalloon *self) {
     return;
   if (self->timer_id)
     g_source_remove(self->timer_id);
+  if (self->hint_timer_id)
+    g_source_remove(self->hint_timer_id);
   if (self->ticket)
     self->ticket->owner = NULL;
+  if (self->hint_ticket)
+    self->hint_ticket->owner = NULL;
   g_ptr_array_free(self->sources, TRUE);
   g_free(self);
 }
@@ -288,6 +383,10 @@ void agent_balloon_add_source(AgentBalloon *self, AgentSource *source) {
   g_ptr_array_add(self->sources, source);
   if (!self->virtio && strcmp(agent_source_name(source), "virtio-balloon") == 0)
     self->virtio = source;
+}
+
+void agent_balloon_set_registry(AgentBalloon *self, const AgentRegistry *registry) {
+  self->registry = registry;
 }
 
 void agent_balloon_start(AgentBalloon *self) {
@@ -331,6 +430,12 @@ static void facts_now(AgentBalloon *self, int64_t now, AgentBalloonFacts *f) {
   f->since_stall_ms = ms_since(self->last_stall_mono, now);
   f->since_round_ms = ms_since(self->last_round_end_mono, now);
   f->since_psi_round_ms = ms_since(self->last_psi_round_mono, now);
+  f->hint_cmd_id = self->reading.free_page_hint_cmd_id;
+  f->hint_round_asked = self->hint_round_asked;
+  f->hint_round_cmd_id = self->hint_round_cmd_id;
+  f->hint_round_running = self->hint_ticket != NULL;
+  /* The estimates only in evaluate_hint(): summing every shrinker on
+   * every progress event of the balloon would be wasted. */
 }
 
 static void start_episode(AgentBalloon *self, int64_t now, const char *why) {
@@ -383,6 +488,8 @@ static void ticket_free(gpointer data) {
 
   if (t->owner && t->owner->ticket == t)
     t->owner->ticket = NULL;
+  if (t->owner && t->owner->hint_ticket == t)
+    t->owner->hint_ticket = NULL;
   g_free(t);
 }
 
@@ -547,6 +654,88 @@ static void evaluate(AgentBalloon *self) {
   }
 }
 
+/* ---- free page hints: apart from the episode (balloon.h) ---- */
+
+static void evaluate_hint(AgentBalloon *self);
+
+static gboolean on_hint_timer(gpointer data) {
+  AgentBalloon *self = data;
+
+  self->hint_timer_id = 0;
+  evaluate_hint(self);
+  return G_SOURCE_REMOVE;
+}
+
+static void on_hint_round_done(const AgentRoundReport *report, gpointer user_data) {
+  Ticket *t = user_data;
+  AgentBalloon *self = t->owner;
+
+  if (!self)
+    return;
+  self->hint_ticket = NULL;
+  t->owner = NULL;
+  self->hint_rounds++;
+  self->has_hint_round = TRUE;
+  self->last_hint_cmd_id = t->hint_cmd_id;
+  self->last_hint_round_id = report->round_id;
+  self->last_hint_claimed = report->claimed_bytes;
+  g_info("hint: round %" G_GUINT64_FORMAT " (command id 0x%x) claimed %.1f of %.1f MiB in %.0f ms",
+         report->round_id, t->hint_cmd_id, MIB(report->claimed_bytes), MIB(report->target_bytes),
+         report->duration_us / 1000.0);
+  /* A new command id that came while it ran gets its round now. */
+  evaluate_hint(self);
+}
+
+/* Decides on the current hint and asks for its round. */
+static void evaluate_hint(AgentBalloon *self) {
+  g_autoptr(GError) error = NULL;
+  AgentBalloonFacts f;
+  AgentBalloonAction a;
+  AgentRoundParams params = {.level = PROTO_LEVEL_SOFT, .reason = PROTO_REASON_MIGRATION};
+  Ticket *t;
+
+  facts_now(self, g_get_monotonic_time(), &f);
+  f.estimates_known = agent_balloon_sum_estimates(self->registry, &f.estimate_sum_bytes);
+  agent_balloon_decide_hint(&self->policy, &f, &a);
+  if (a.step != AGENT_BALLOON_SOFT) {
+    g_debug("hint: no round: %s", a.why);
+    return;
+  }
+  g_info("hint: command id 0x%x: soft round (reason migration) for %.1f MiB (%u ms): %s",
+         f.hint_cmd_id, MIB(a.round_bytes), a.deadline_ms, a.why);
+  params.target_bytes = a.round_bytes;
+  params.deadline_ms = a.deadline_ms;
+  t = g_new0(Ticket, 1);
+  t->owner = self;
+  t->reason = PROTO_REASON_MIGRATION;
+  t->hint_cmd_id = f.hint_cmd_id;
+  self->hint_ticket = t;
+  if (!agent_round_request(self->rounds, &params, on_hint_round_done, t, ticket_free, &error)) {
+    self->hint_ticket = NULL;
+    g_free(t);
+    if (!self->hint_warned_busy)
+      g_warning("hint: cannot ask for a round: %s; trying again", error->message);
+    self->hint_warned_busy = TRUE;
+    /* Not lost: tried again while the hint lasts. */
+    if (!self->hint_timer_id)
+      self->hint_timer_id = g_timeout_add(self->policy.min_interval_ms, on_hint_timer, self);
+    return;
+  }
+  self->hint_warned_busy = FALSE;
+  self->hint_round_asked = TRUE;
+  self->hint_round_cmd_id = f.hint_cmd_id;
+}
+
+static void on_hint_start(AgentBalloon *self, const AgentSourceEvent *ev) {
+  uint32_t id = ev->balloon.free_page_hint_cmd_id;
+
+  if (self->hint_seen_any && self->hint_seen_id == id)
+    return;
+  self->hint_seen_any = TRUE;
+  self->hint_seen_id = id;
+  self->hints_seen++;
+}
+
 static void on_pressure(AgentBalloon *self, const AgentSourceEvent *ev) {
   int64_t now = g_get_monotonic_time();
   AgentBalloonFacts f;
@@ -637,6 +826,14 @@ static void on_event(AgentSource *source, const AgentSourceEvent *ev, gpointer u
                                                        "pressure"
                                                      : "ended",
            ev->balloon.free_page_hint_cmd_id);
+    if (ev->kind == AGENT_SOURCE_EVENT_HINT_START) {
+      on_hint_start(self, ev);
+      /* The balloon first: if this reading calls for a round of the
+       * episode as well, it goes to the queue before the hint's. */
+      evaluate(self);
+      evaluate_hint(self);
+      return;
+    }
     break;
   case AGENT_SOURCE_EVENT_STALL:
     self->stalls_seen++;
@@ -679,6 +876,16 @@ void agent_balloon_get_status(const AgentBalloon *self, AgentBalloonStatus *out)
   out->reliefs = self->reliefs;
   out->has_episode = self->has_episode;
   out->episode = self->episode;
+  out->hint_rounds_on = !self->policy.hint_off;
+  out->hint_pct = self->policy.hint_off ? 0 : self->policy.hint_pct;
+  out->hint_deadline_ms = self->policy.hint_deadline_ms;
+  out->hints_seen = self->hints_seen;
+  out->hint_rounds = self->hint_rounds;
+  out->hint_round_running = self->hint_ticket != NULL;
+  out->has_hint_round = self->has_hint_round;
+  out->last_hint_cmd_id = self->last_hint_cmd_id;
+  out->last_hint_round_id = self->last_hint_round_id;
+  out->last_hint_claimed_bytes = self->last_hint_claimed;
   out->state = "idle";
   if (self->have_reading && self->reading.target_known) {
     const AgentBalloonReading *r = &self->reading;

@@ -69,6 +69,31 @@
  * round of ours is running, or the last PSI round was less than
  * psi_interval_ms ago. Never hard.
  *
+ * Free page hints (agent_balloon_decide_hint). During a live migration
+ * the host asks the guest for hints of free pages with a new command id
+ * (QEMU: at every bitmap sync of precopy, STOP between them, DONE at the
+ * end); free pages are not copied. Memory the applications give back
+ * just before is not copied either, so each new id is worth one soft
+ * round, reason migration. First match wins:
+ *  H1. hint rounds off (hint_off): IDLE.
+ *  H2. no hinting in progress: IDLE.
+ *  H3. this command id already had its round (at most one per id): IDLE.
+ *  H4. a hint round of ours is queued or running: IDLE (its end brings
+ *      us back; an id that came meanwhile then gets its round, if hinting
+ *      still goes on). So there is never more than one in the queue.
+ *  H5. SOFT round of hint_pct percent (rounded up) of the sum of the
+ *      registered shrinkers' estimates, or of hint_fallback_bytes (the
+ *      reserve) when no shrinker has an estimate; hint_deadline_ms. If
+ *      that is 0 bytes (every estimate is 0): IDLE.
+ * Never hard: hinting is no pressure. The balloon's episode is not
+ * consulted: both go to the round runner's FIFO queue in the order
+ * decided, so a hint during a balloon round gets its round after it, and
+ * a balloon round decided during a hint round waits for that one. The
+ * hint round is tracked apart from the episode: it is not "a round of
+ * ours" for rule 3, and does not count in the episode's rounds, its
+ * claimed bytes, last_round_hard / _claimed / _missed (rule 6) or the
+ * time since our last round (rules 8-10).
+ *
  * Main loop thread only.
  */
 #pragma once
@@ -85,33 +110,43 @@
 /* ---- the pure part ---- */
 
 typedef struct {
-  uint64_t reserve_bytes;    /* free memory the guest keeps for itself */
-  uint32_t stall_ms;         /* no progress this long: stalled */
-  uint32_t min_interval_ms;  /* between the end of one round and the next */
-  uint32_t escalate_delay_ms; /* the soft round's end to the hard round its shortfall calls for */
-  uint32_t max_rounds;       /* per episode */
-  uint32_t soft_deadline_ms; /* of a soft round */
-  uint32_t hard_deadline_ms; /* of a hard round (its soft phase included) */
-  uint64_t blind_step_bytes; /* a round's size when the target is unknown */
-  uint32_t blind_quiet_ms;   /* target unknown: no stall this long ends an episode */
-  uint64_t psi_round_bytes;  /* a PSI round's size */
-  uint32_t psi_interval_ms;  /* PSI rounds at most this often */
+  uint64_t reserve_bytes;       /* free memory the guest keeps for itself */
+  uint32_t stall_ms;            /* no progress this long: stalled */
+  uint32_t min_interval_ms;     /* between the end of one round and the next */
+  uint32_t escalate_delay_ms;   /* the soft round's end to the hard round its shortfall calls for */
+  uint32_t max_rounds;          /* per episode */
+  uint32_t soft_deadline_ms;    /* of a soft round */
+  uint32_t hard_deadline_ms;    /* of a hard round (its soft phase included) */
+  uint64_t blind_step_bytes;    /* a round's size when the target is unknown */
+  uint32_t blind_quiet_ms;      /* target unknown: no stall this long ends an episode */
+  uint64_t psi_round_bytes;     /* a PSI round's size */
+  uint32_t psi_interval_ms;     /* PSI rounds at most this often */
+  bool hint_off;                /* no rounds for free page hints */
+  uint32_t hint_pct;            /* a hint round asks this share of the estimates, 1..100 */
+  uint64_t hint_fallback_bytes; /* ...or of this when no shrinker has an estimate */
+  uint32_t hint_deadline_ms;    /* of a hint round */
 } AgentBalloonPolicy;
 
-#define AGENT_BALLOON_RESERVE_DEFAULT       (UINT64_C(64) << 20)
-#define AGENT_BALLOON_STALL_MS_DEFAULT      300
-#define AGENT_BALLOON_MIN_INTERVAL_DEFAULT  100
+#define AGENT_BALLOON_RESERVE_DEFAULT        (UINT64_C(64) << 20)
+#define AGENT_BALLOON_STALL_MS_DEFAULT       300
+#define AGENT_BALLOON_MIN_INTERVAL_DEFAULT   100
 /* At once: it follows one soft round and cannot repeat, and meanwhile the
  * balloon eats the last free memory (convergence in a TCG guest: 1.54x a
  * free-memory inflate with 100 ms here). */
 #define AGENT_BALLOON_ESCALATE_DELAY_DEFAULT 0
-#define AGENT_BALLOON_MAX_ROUNDS_DEFAULT    6
-#define AGENT_BALLOON_SOFT_DEADLINE_DEFAULT 1000
-#define AGENT_BALLOON_HARD_DEADLINE_DEFAULT 3000
-#define AGENT_BALLOON_BLIND_QUIET_DEFAULT   5000
-#define AGENT_BALLOON_PSI_INTERVAL_DEFAULT  10000
+#define AGENT_BALLOON_MAX_ROUNDS_DEFAULT     6
+#define AGENT_BALLOON_SOFT_DEADLINE_DEFAULT  1000
+#define AGENT_BALLOON_HARD_DEADLINE_DEFAULT  3000
+#define AGENT_BALLOON_BLIND_QUIET_DEFAULT    5000
+#define AGENT_BALLOON_PSI_INTERVAL_DEFAULT   10000
+#define AGENT_BALLOON_HINT_PCT_DEFAULT       100
+/* Short: while the host copies memory the guest's userspace may get
+ * little CPU, and a slow application must not hold up the balloon round
+ * queued behind this one for long. */
+#define AGENT_BALLOON_HINT_DEADLINE_DEFAULT  1000
 
-/* Fills @policy with the defaults (blind step and PSI round: the reserve). */
+/* Fills @policy with the defaults (blind step, PSI round and the hint
+ * round's fallback: the reserve; hint rounds on, 100%). */
 void agent_balloon_policy_init(AgentBalloonPolicy *policy);
 
 typedef struct {
@@ -130,11 +165,17 @@ typedef struct {
   bool mem_known;         /* MemAvailable could be read */
   uint64_t mem_available_bytes;
   bool hint_in_progress;
-  bool stall_seen;            /* "Out of puff" since our last round ended, no progress since */
-  int64_t since_progress_ms;  /* see rule 9 */
-  int64_t since_stall_ms;     /* since the last "Out of puff"; -1: none in this episode */
-  int64_t since_round_ms;     /* since our last round ended; -1: none in this episode */
-  int64_t since_psi_round_ms; /* since our last PSI round started; -1: none */
+  bool stall_seen;             /* "Out of puff" since our last round ended, no progress since */
+  int64_t since_progress_ms;   /* see rule 9 */
+  int64_t since_stall_ms;      /* since the last "Out of puff"; -1: none in this episode */
+  int64_t since_round_ms;      /* since our last round ended; -1: none in this episode */
+  int64_t since_psi_round_ms;  /* since our last PSI round started; -1: none */
+  uint32_t hint_cmd_id;        /* the current free page hint command id */
+  bool hint_round_asked;       /* a hint round was asked for since start... */
+  uint32_t hint_round_cmd_id;  /* ...the last one for this command id */
+  bool hint_round_running;     /* a hint round of ours is queued or running */
+  bool estimates_known;        /* a registered shrinker has an estimate */
+  uint64_t estimate_sum_bytes; /* the sum of the estimates */
 } AgentBalloonFacts;
 
 typedef enum {
@@ -164,6 +205,26 @@ void agent_balloon_decide(const AgentBalloonPolicy *policy, const AgentBalloonFa
 void agent_balloon_decide_pressure(const AgentBalloonPolicy *policy, const AgentBalloonFacts *facts,
                                    AgentBalloonAction *out);
 
+/* The hint rules above (SOFT or IDLE). Pure. */
+void agent_balloon_decide_hint(const AgentBalloonPolicy *policy, const AgentBalloonFacts *facts,
+                               AgentBalloonAction *out);
+
+/*
+ * The size of a migration round (a hint round, shrinkd-prepare-migration):
+ * @pct percent (clamped to 1..100) of @estimate_sum_bytes if
+ * @estimates_known, else of @fallback_bytes, rounded up to a byte; the
+ * base is clamped to AGENT_POLICY_BYTES_MAX first. Pure.
+ */
+uint64_t agent_balloon_migration_bytes(bool estimates_known, uint64_t estimate_sum_bytes,
+                                       uint64_t fallback_bytes, uint32_t pct);
+
+/*
+ * Sums the estimates of @registry's shrinkers into *@sum_bytes
+ * (saturating at AGENT_POLICY_BYTES_MAX). Returns whether any shrinker has
+ * an estimate (FALSE, sum 0, for a NULL or empty registry).
+ */
+bool agent_balloon_sum_estimates(const AgentRegistry *registry, uint64_t *sum_bytes);
+
 /* "idle", "wait", "soft", "hard", "relief", "converged", "give-up". */
 const char *agent_balloon_step_name(AgentBalloonStep step);
 
@@ -185,6 +246,11 @@ void agent_balloon_free(AgentBalloon *self);
 /* Takes @source (transfer full) and becomes its sink. The first source
  * named "virtio-balloon" is the balloon; "kmsg" counts stalls. */
 void agent_balloon_add_source(AgentBalloon *self, AgentSource *source);
+
+/* Lets hint rounds be sized by the estimates of @registry's shrinkers
+ * (borrowed; it must outlive @self). Without one, they take the
+ * fallback size. */
+void agent_balloon_set_registry(AgentBalloon *self, const AgentRegistry *registry);
 
 /* Starts every source (each says in its status what works). */
 void agent_balloon_start(AgentBalloon *self);
@@ -216,6 +282,17 @@ typedef struct {
   uint64_t reliefs;            /* RELIEF sent since start */
   bool has_episode;            /* one ran since start */
   AgentBalloonEpisode episode; /* the current or last one */
+  /* Free page hints (also without a device: the policy). */
+  bool hint_rounds_on;
+  uint32_t hint_pct;
+  uint32_t hint_deadline_ms;
+  uint64_t hints_seen;       /* new hint command ids since start */
+  uint64_t hint_rounds;      /* hint rounds that ended */
+  bool hint_round_running;   /* queued or running */
+  bool has_hint_round;       /* one ended: the figures below are its */
+  uint32_t last_hint_cmd_id; /* the command id it was for */
+  uint64_t last_hint_round_id;
+  uint64_t last_hint_claimed_bytes;
 } AgentBalloonStatus;
 
 /* Fills @out (strings owned by @self, valid until its next event). */

@@ -452,6 +452,35 @@ static void write_balloon(AgentJsonWriter *w, AgentBalloon *balloon) {
   agent_json_end_object(w);
 }
 
+/*
+ * "free_page_hints": null without a balloon controller, else
+ * {"mode": "off"|"soft", "percent" (a hint round's share of the estimates;
+ *  0 when off), "deadline_ms", "hints_seen" (new command ids), "rounds"
+ *  (hint rounds that ended), "round_running", "last_cmd_id" | null,
+ *  "last_round_id" | null, "last_claimed_bytes" | null (of the last hint
+ *  round that ended)}.
+ */
+static void write_hints(AgentJsonWriter *w, AgentBalloon *balloon) {
+  AgentBalloonStatus st;
+
+  if (!balloon) {
+    agent_json_null(w, "free_page_hints");
+    return;
+  }
+  agent_balloon_get_status(balloon, &st);
+  agent_json_begin_object(w, "free_page_hints");
+  agent_json_string(w, "mode", st.hint_rounds_on ? "soft" : "off");
+  agent_json_int(w, "percent", st.hint_pct);
+  agent_json_int(w, "deadline_ms", st.hint_deadline_ms);
+  agent_json_uint(w, "hints_seen", st.hints_seen);
+  agent_json_uint(w, "rounds", st.hint_rounds);
+  agent_json_bool(w, "round_running", st.hint_round_running);
+  write_opt_uint(w, "last_cmd_id", st.has_hint_round, st.last_hint_cmd_id);
+  write_opt_uint(w, "last_round_id", st.has_hint_round, st.last_hint_round_id);
+  write_opt_uint(w, "last_claimed_bytes", st.has_hint_round, st.last_hint_claimed_bytes);
+  agent_json_end_object(w);
+}
+
 /* "sources": [{"name", "active", "mode", "reason"}], in the order added. */
 static void write_sources(AgentJsonWriter *w, AgentBalloon *balloon) {
   const GPtrArray *sources = balloon ? agent_balloon_sources(balloon) : NULL;
@@ -503,6 +532,7 @@ static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentS
  *  "rounds": [report, ... newest last],
  *  "totals": {"rounds", "claimed_bytes", "measured_bytes"},
  *  "balloon": see write_balloon() | null,
+ *  "free_page_hints": see write_hints() | null,
  *  "sources": [{"name", "active", "mode", "reason"}]}
  * Clients without shrinkers (shrinkctl itself, say) are left out; with
  * @only_uid >= 0, so are clients and round requests of other uids.
@@ -550,6 +580,7 @@ static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *sel
   agent_json_int(w, "measured_bytes", measured);
   agent_json_end_object(w);
   write_balloon(w, self->balloon);
+  write_hints(w, self->balloon);
   write_sources(w, self->balloon);
   agent_json_end_object(w);
 }
@@ -1009,6 +1040,94 @@ static void cmd_prepare(AgentCommands *self, JsonObject *args, const AgentCaller
   prepare_unref(p);
 }
 
+/* ---- shrinkd-prepare-migration ---- */
+
+/* The round runner calls done, then destroy, on this: done answers and
+ * empties the slot; destroy frees what is left. */
+typedef struct {
+  Call *call;
+} Migration;
+
+static void migration_free(gpointer data) {
+  Migration *m = data;
+
+  if (m->call)
+    call_free(m->call);
+  g_free(m);
+}
+
+/*
+ * {"return": {"freed_bytes" (claimed), "measured_bytes" | null,
+ *   "mem_available_before_bytes" | null, "mem_available_after_bytes" | null,
+ *   "target_bytes", "ready": true, "rounds": [report]}}: the measured
+ * figures are the round's (null when MemAvailable could not be read).
+ */
+static void migration_done(const AgentRoundReport *report, gpointer user_data) {
+  Migration *m = user_data;
+  Call *call = g_steal_pointer(&m->call);
+  GString *out = g_string_sized_new(1024);
+  AgentJsonWriter w;
+
+  reply_begin(&w, out);
+  agent_json_begin_object(&w, "return");
+  agent_json_uint(&w, "freed_bytes", report->claimed_bytes);
+  if (report->measured) {
+    agent_json_int(&w, "measured_bytes", report->measured_bytes);
+    agent_json_uint(&w, "mem_available_before_bytes", report->mem_available_before_bytes);
+    agent_json_uint(&w, "mem_available_after_bytes", report->mem_available_after_bytes);
+  } else {
+    agent_json_null(&w, "measured_bytes");
+    agent_json_null(&w, "mem_available_before_bytes");
+    agent_json_null(&w, "mem_available_after_bytes");
+  }
+  agent_json_uint(&w, "target_bytes", report->target_bytes);
+  /* A soft round is all a migration asks: whatever it freed, the guest
+   * is ready. */
+  agent_json_bool(&w, "ready", TRUE);
+  agent_json_begin_array(&w, "rounds");
+  write_report(&w, NULL, report, -1);
+  agent_json_end_array(&w);
+  agent_json_end_object(&w);
+  call_finish(call, &w, out);
+}
+
+static void cmd_prepare_migration(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+                                  Call *call) {
+  static const char *const known[] = {"deadline_ms", "fraction_pct", NULL};
+  g_autofree char *why = NULL;
+  g_autoptr(GError) error = NULL;
+  gint64 deadline = AGENT_COMMANDS_MIGRATION_DEADLINE_DEFAULT, pct = 100;
+  uint64_t sum;
+  bool known_estimates;
+  AgentRoundParams params = {.level = PROTO_LEVEL_SOFT, .reason = PROTO_REASON_MIGRATION};
+  Migration *m;
+
+  if (!check_known_args(args, known, &why) ||
+      (args && json_object_has_member(args, "deadline_ms") &&
+       !get_int_arg(args, "deadline_ms", 1, PROTO_DEADLINE_MAX_MS, &deadline, &why)) ||
+      (args && json_object_has_member(args, "fraction_pct") &&
+       !get_int_arg(args, "fraction_pct", 1, 100, &pct, &why))) {
+    call_error(call, "InvalidParameter", "%s", why);
+    return;
+  }
+  /* Sized as the balloon controller sizes a round for a free page hint. */
+  known_estimates = agent_balloon_sum_estimates(self->registry, &sum);
+  params.target_bytes = agent_balloon_migration_bytes(known_estimates, sum,
+                                                      self->prepare_reserve_bytes, (uint32_t)pct);
+  params.deadline_ms = (uint32_t)deadline;
+  g_debug("host prepare-migration: soft round for %" G_GUINT64_FORMAT " bytes (%" G_GINT64_FORMAT
+          "%% of %s), %" G_GINT64_FORMAT " ms",
+          params.target_bytes, pct, known_estimates ? "the estimates" : "the fallback size",
+          deadline);
+  m = g_new0(Migration, 1);
+  m->call = call;
+  if (!agent_round_request(self->rounds, &params, migration_done, m, migration_free, &error)) {
+    call = g_steal_pointer(&m->call);
+    g_free(m);
+    call_error(call, round_error_class(error, caller), "%s", error->message);
+  }
+}
+
 /* ---- the table ---- */
 
 #define FOR_LOCAL (1u << AGENT_CALLER_LOCAL)
@@ -1036,6 +1155,7 @@ static const struct {
     {"shrinkd-status", cmd_status, FOR_HOST},
     {"shrinkd-shrink", cmd_shrink, FOR_HOST},
     {"shrinkd-prepare", cmd_prepare, FOR_HOST},
+    {"shrinkd-prepare-migration", cmd_prepare_migration, FOR_HOST},
 };
 
 /* {"return": {"version", "supported_commands": [{"name", "enabled",

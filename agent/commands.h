@@ -48,6 +48,14 @@
  *    "ready" (shortfall 0), "deadline_ms", "duration_us", "rounds":
  *    [report, ...]}. Waiting behind a round already running is not counted
  *    in the deadline.
+ *  - "shrinkd-prepare-migration" {"deadline_ms": 1..600000 (default
+ *    AGENT_COMMANDS_MIGRATION_DEADLINE_DEFAULT), "fraction_pct": 1..100
+ *    (default 100)}: one soft round, reason "migration", for fraction_pct
+ *    percent of the sum of the shrinkers' estimates (of the prepare
+ *    reserve when no shrinker has one), as for a free page hint
+ *    (balloon.h). Answers {"freed_bytes" (claimed), "measured_bytes" |
+ *    null, "mem_available_before_bytes" | null, "mem_available_after_bytes"
+ *    | null, "target_bytes", "ready": true, "rounds": [report]}.
  *
  * Limits, as security bounds for text from any peer: at most
  * AGENT_COMMAND_TEXT_MAX bytes and AGENT_COMMAND_NESTING_MAX levels of
@@ -72,9 +80,11 @@
 #define AGENT_COMMAND_TEXT_MAX    (64 * 1024)
 #define AGENT_COMMAND_NESTING_MAX 16
 
-#define AGENT_COMMANDS_SYNC_BYTE                0xFF
-#define AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT 4000
-#define AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT  (UINT64_C(64) << 20)
+#define AGENT_COMMANDS_SYNC_BYTE                  0xFF
+#define AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT   4000
+#define AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT    (UINT64_C(64) << 20)
+/* The host's migration tool waits for the answer before it migrates. */
+#define AGENT_COMMANDS_MIGRATION_DEADLINE_DEFAULT 3000
 
 typedef enum {
   AGENT_CALLER_LOCAL, /* a peer of the local socket */
@@ -108,7 +118,9 @@ void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon);
 
 /* Sets the free memory shrinkd-prepare leaves to the guest (default
  * AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT; main.c passes the balloon's
- * reserve, so that both judge a shortfall alike). */
+ * reserve, so that both judge a shortfall alike). It is also the size of
+ * shrinkd-prepare-migration's round when no shrinker has an estimate, as
+ * the balloon's reserve is for a hint round. */
 void agent_commands_set_prepare_reserve(AgentCommands *self, uint64_t reserve_bytes);
 
 /* Frees @self. Replies still pending (a shrink whose round runs) are

@@ -137,7 +137,13 @@ static AgentBalloon *make_balloon(Agent *a) {
   policy.hard_deadline_ms = s->balloon_hard_deadline_ms;
   policy.psi_round_bytes = (uint64_t)s->psi_round_mib << 20;
   policy.psi_interval_ms = s->psi_interval_ms;
+  policy.hint_off = s->hint_rounds_pct == 0;
+  policy.hint_pct = s->hint_rounds_pct;
+  /* No estimates: the reserve, as for the blind step and PSI rounds; it is
+   * also what shrinkd-prepare-migration falls back to. */
+  policy.hint_fallback_bytes = policy.reserve_bytes;
   balloon = agent_balloon_new(a->rounds, a->procfs, &policy);
+  agent_balloon_set_registry(balloon, a->registry);
 
   virtio = agent_source_virtio_new(&env, &vc);
   if (!s->balloon)
@@ -177,6 +183,7 @@ int main(int argc, char **argv) {
   g_autofree char *opt_kmsg = NULL;
   g_autofree char *opt_psi = NULL;
   g_autofree char *opt_channel = NULL;
+  g_autofree char *opt_hint_rounds = NULL;
   gint64 opt_vsock_port = -1;
   gint opt_deadline_ms = -1;
   gboolean opt_verbose = FALSE, opt_version = FALSE, opt_no_mlock = FALSE;
@@ -202,6 +209,10 @@ int main(int argc, char **argv) {
       {"psi-trigger", 0, 0, G_OPTION_ARG_STRING, &opt_psi,
        "PSI trigger on /proc/pressure/memory (default \"some 150000 1000000\"; off: none)",
        "TRIGGER"},
+      {"hint-rounds", 0, 0, G_OPTION_ARG_STRING, &opt_hint_rounds,
+       "On a new free page hint (live migration): soft: one soft round for the shrinkers' "
+       "estimates (default); PCT (1..100): for that share of them; off: nothing",
+       "off|soft|PCT"},
       {"channel", 0, 0, G_OPTION_ARG_FILENAME, &opt_channel,
        "Serve the host on PATH: a character device (default " AGENT_CHANNEL_DEFAULT_PATH
        ") or a unix socket to connect to; none: no host channel",
@@ -227,9 +238,9 @@ int main(int argc, char **argv) {
       "mlock; balloon, balloon_events, balloon_reserve_mib (64), balloon_stall_ms (300),\n"
       "balloon_max_rounds (6), balloon_min_interval_ms (100), balloon_soft_deadline_ms (1000),\n"
       "balloon_hard_deadline_ms (3000), poll_fast_ms (20), poll_moving_ms (100), poll_idle_ms\n"
-      "(250), kmsg, psi_trigger, psi_round_mib (64), psi_interval_ms (10000); channel,\n"
-      "vsock_port (0), channel_out_max_kib (1024), channel_write_timeout_ms (5000)), then the\n"
-      "command line.\n"
+      "(250), kmsg, psi_trigger, psi_round_mib (64), psi_interval_ms (10000), hint_rounds\n"
+      "(soft); channel, vsock_port (0), channel_out_max_kib (1024), channel_write_timeout_ms\n"
+      "(5000)), then the command line.\n"
       "\n"
       "The balloon: when the host raises the balloon's target, a soft round asks the\n"
       "applications for what free memory beyond the reserve cannot cover; if that round leaves\n"
@@ -237,12 +248,16 @@ int main(int argc, char **argv) {
       "balloon_stall_ms (or the driver logs \"Out of puff\"), a hard round asks for all that is\n"
       "still missing; at most balloon_max_rounds rounds per change. When the target\n"
       "falls again, the applications get relief. A PSI trigger adds soft rounds for pressure\n"
-      "that does not come from the balloon. Reading the balloon's config space, kprobes and\n"
-      "/dev/kmsg need root; without them shrinkd says so once and uses what it can see.\n"
+      "that does not come from the balloon. Each new request of the host for free page hints\n"
+      "(a live migration) gets one soft round (reason migration, 1 s deadline) for the\n"
+      "shrinkers' estimates, or balloon_reserve_mib when none has one; never a hard round.\n"
+      "Reading the balloon's config space, kprobes and /dev/kmsg need root; without them\n"
+      "shrinkd says so once and uses what it can see.\n"
       "\n"
       "The host channel: the QEMU guest agent protocol (guest-sync-delimited, guest-ping,\n"
-      "guest-info, shrinkd-status, shrinkd-shrink, shrinkd-prepare) on the virtio-serial port\n"
-      "org.shrinkd.agent.0, waited for if it is not there yet; virt-shrink speaks it.\n"
+      "guest-info, shrinkd-status, shrinkd-shrink, shrinkd-prepare, shrinkd-prepare-migration)\n"
+      "on the virtio-serial port org.shrinkd.agent.0, waited for if it is not there yet;\n"
+      "virt-shrink speaks it.\n"
       "\n"
       "Exit status: 0 stopped by SIGTERM/SIGINT; 1 could not start; 2 usage error.\n");
   if (!g_option_context_parse(context, &argc, &argv, &error)) {
@@ -306,6 +321,11 @@ int main(int argc, char **argv) {
   if (opt_psi) {
     g_free(a->settings.psi_trigger);
     a->settings.psi_trigger = g_steal_pointer(&opt_psi);
+  }
+  if (opt_hint_rounds &&
+      !agent_settings_parse_hint_rounds(opt_hint_rounds, &a->settings.hint_rounds_pct)) {
+    g_printerr("shrinkd: --hint-rounds must be off, soft or a percentage 1..100\n");
+    return 2;
   }
   if (opt_channel) {
     if (!agent_settings_valid_channel(opt_channel)) {

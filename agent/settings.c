@@ -36,6 +36,7 @@ void agent_settings_init(AgentSettings *config) {
   config->psi_trigger = g_strdup("some 150000 1000000");
   config->psi_round_mib = 64;
   config->psi_interval_ms = 10000;
+  config->hint_rounds_pct = 100;
   config->channel_path = g_strdup(AGENT_CHANNEL_DEFAULT_PATH);
   config->vsock_port = 0;
   config->channel_out_max_kib = AGENT_CHANNEL_OUT_MAX_DEFAULT / 1024;
@@ -50,6 +51,26 @@ gboolean agent_settings_valid_balloon_events(const char *value) {
   static const char *const modes[] = {"auto", "kprobe-pmu", "kprobe-tracefs", "poll", NULL};
 
   return value && g_strv_contains(modes, value);
+}
+
+gboolean agent_settings_parse_hint_rounds(const char *value, uint32_t *pct) {
+  guint64 v;
+
+  if (!value)
+    return FALSE;
+  if (strcmp(value, "off") == 0) {
+    *pct = 0;
+    return TRUE;
+  }
+  if (strcmp(value, "soft") == 0) {
+    *pct = 100;
+    return TRUE;
+  }
+  /* g_ascii_string_to_unsigned() refuses signs, blanks and trailing text. */
+  if (!g_ascii_string_to_unsigned(value, 10, 1, 100, &v, NULL))
+    return FALSE;
+  *pct = (uint32_t)v;
+  return TRUE;
 }
 
 void agent_settings_clear(AgentSettings *config) {
@@ -107,6 +128,7 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       "psi_trigger",
       "psi_round_mib",
       "psi_interval_ms",
+      "hint_rounds",
       "channel",
       "vsock_port",
       "channel_out_max_kib",
@@ -204,6 +226,17 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       return FALSE;
     }
     c.balloon = strcmp(b, "auto") == 0;
+  }
+
+  if (g_key_file_has_key(kf, AGENT_SETTINGS_GROUP, "hint_rounds", NULL)) {
+    g_autofree char *h = g_key_file_get_string(kf, AGENT_SETTINGS_GROUP, "hint_rounds", NULL);
+
+    if (!h || !agent_settings_parse_hint_rounds(g_strstrip(h), &c.hint_rounds_pct)) {
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
+                  "%s: [%s] hint_rounds: expected off, soft or a percentage 1..100", path,
+                  AGENT_SETTINGS_GROUP);
+      return FALSE;
+    }
   }
 
   if (g_key_file_has_key(kf, AGENT_SETTINGS_GROUP, "mlock", NULL)) {

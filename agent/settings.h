@@ -34,6 +34,9 @@
  *   psi_trigger=some 150000 1000000 # PSI trigger on /proc/pressure/memory; off disables
  *   psi_round_mib=64              # a PSI-triggered soft round asks for this much
  *   psi_interval_ms=10000         # PSI rounds at most this often
+ *   hint_rounds=soft              # free page hints (live migration): one soft round per
+ *                                 # new hint, for the estimates (soft = 100), for PCT
+ *                                 # (1..100) percent of them, or off
  *
  *   # The host channel (channel.h, docs/channel-protocol.md)
  *   channel=/dev/virtio-ports/org.shrinkd.agent.0 # a character device, or a unix
@@ -79,6 +82,7 @@ typedef struct {
   char *psi_trigger; /* "off": none */
   uint32_t psi_round_mib;
   uint32_t psi_interval_ms;
+  uint32_t hint_rounds_pct; /* 0: hint_rounds=off; soft is 100 */
 
   char *channel_path;  /* "none": no channel */
   uint32_t vsock_port; /* 0: none */
@@ -91,6 +95,11 @@ gboolean agent_settings_valid_channel(const char *value);
 
 /* Checks a balloon_events value; TRUE if it is one of the four. */
 gboolean agent_settings_valid_balloon_events(const char *value);
+
+/* Reads a hint_rounds value ("off", "soft" or a percentage 1..100, no
+ * sign, no blanks) into *@pct (0 for off, 100 for soft). Returns FALSE,
+ * leaving *@pct alone, for anything else. */
+gboolean agent_settings_parse_hint_rounds(const char *value, uint32_t *pct);
 
 /* Fills @config with the built-in defaults (strings newly allocated). */
 void agent_settings_init(AgentSettings *config);

@@ -35,7 +35,8 @@ static const char usage_text[] =
     "Commands:\n"
     "  status [--json]                         registered shrinkers, their estimates and\n"
     "                                          figures, the last rounds, totals, the\n"
-    "                                          balloon and the pressure sources\n"
+    "                                          balloon, free page hints and the\n"
+    "                                          pressure sources\n"
     "  shrink SIZE [--hard] [--deadline MS] [--json]\n"
     "                                          run one round asking the applications to\n"
     "                                          free SIZE (4096, 512K, 64M, 1.5G; binary\n"
@@ -296,6 +297,35 @@ static void print_round(JsonObject *round) {
          (double)get_int(round, "fanout_us") / 1000.0);
 }
 
+/* "free page hints: one soft round per hint, ...", and the last hint
+ * round; nothing from an agent without a balloon controller, or an older
+ * one. */
+static void print_hints(JsonObject *st) {
+  char claimed[32];
+  JsonNode *hn = json_object_get_member(st, "free_page_hints");
+  JsonObject *h;
+  JsonNode *last;
+
+  if (!hn || !JSON_NODE_HOLDS_OBJECT(hn))
+    return;
+  h = json_node_get_object(hn);
+  if (strcmp(json_object_get_string_member_with_default(h, "mode", "?"), "off") == 0)
+    printf("free page hints: no rounds (hint-rounds=off)");
+  else
+    printf("free page hints: one soft round per hint, for %" G_GINT64_FORMAT "%% of the estimates",
+           get_int(h, "percent"));
+  printf("; %" G_GINT64_FORMAT " seen, %" G_GINT64_FORMAT " rounds%s\n", get_int(h, "hints_seen"),
+         get_int(h, "rounds"),
+         json_object_get_boolean_member_with_default(h, "round_running", FALSE) ? ", one running"
+                                                                                : "");
+  last = json_object_get_member(h, "last_round_id");
+  if (last && !JSON_NODE_HOLDS_NULL(last))
+    printf("  last: round %" G_GINT64_FORMAT " for command id 0x%" G_GINT64_MODIFIER
+           "x, claimed %s\n",
+           json_node_get_int(last), get_int(h, "last_cmd_id"),
+           fmt_bytes(get_int(h, "last_claimed_bytes"), claimed));
+}
+
 /* "balloon: 0000:00:02.0 ..." and the sources, a few lines. */
 static void print_balloon(JsonObject *st) {
   char a[32], b[32], c[32];
@@ -341,6 +371,7 @@ static void print_balloon(JsonObject *st) {
   } else {
     printf("balloon: none\n");
   }
+  print_hints(st);
   for (guint i = 0; sources && i < json_array_get_length(sources); i++) {
     JsonObject *s = json_array_get_object_element(sources, i);
 

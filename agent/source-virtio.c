@@ -661,7 +661,13 @@ static void take_reading(VirtioSource *self, const AgentBalloonReading *now_r, i
     }
     if (self->reading.free_page_hint_cmd_id != old.free_page_hint_cmd_id)
       changed = TRUE;
-    if (self->reading.hint_in_progress && !old.hint_in_progress)
+    /* A new active command id is a new request for hints, also while
+     * the last run has not ended (QEMU sends STOP, then a new id, at
+     * every bitmap sync of precopy, and DONE only at the end). */
+    if (self->reading.hint_in_progress &&
+        (!old.hint_in_progress ||
+         (hint_active_id(self->reading.free_page_hint_cmd_id) &&
+          self->reading.free_page_hint_cmd_id != old.free_page_hint_cmd_id)))
       emit_balloon(self, AGENT_SOURCE_EVENT_HINT_START, 0, ev_time);
     else if (!self->reading.hint_in_progress && old.hint_in_progress)
       emit_balloon(self, AGENT_SOURCE_EVENT_HINT_END, 0, ev_time);

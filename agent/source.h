@@ -31,7 +31,8 @@ typedef enum {
   AGENT_SOURCE_EVENT_TARGET,   /* the balloon's target changed (balloon; prev_bytes: old target) */
   AGENT_SOURCE_EVENT_PROGRESS, /* the balloon's size changed (balloon; prev_bytes: old size) */
   AGENT_SOURCE_EVENT_STALL,    /* the balloon driver could not get pages (text) */
-  AGENT_SOURCE_EVENT_HINT_START, /* a free-page hinting run began (balloon) */
+  AGENT_SOURCE_EVENT_HINT_START, /* a new active free-page hint command id (balloon): QEMU
+                                  * sends one per pass over memory */
   AGENT_SOURCE_EVENT_HINT_END,   /* it ended: the driver gave the pages back (balloon) */
   AGENT_SOURCE_EVENT_PRESSURE,   /* memory pressure that does not come from the balloon */
   AGENT_SOURCE_EVENT_OOM_KILL,   /* the kernel killed a process for memory (text) */

@@ -252,7 +252,8 @@ class CommandTests(ChannelFixture):
         self.assertEqual(t[0], "return")
         names = [c["name"] for c in t[1]["supported_commands"]]
         self.assertEqual(names, ["guest-sync-delimited", "guest-sync", "guest-ping", "guest-info",
-                                 "shrinkd-status", "shrinkd-shrink", "shrinkd-prepare"])
+                                 "shrinkd-status", "shrinkd-shrink", "shrinkd-prepare",
+                                 "shrinkd-prepare-migration"])
         self.assertTrue(all(c["enabled"] and c["success-response"] for c in t[1]["supported_commands"]))
         self.assertEqual(t[1]["version"], self.status()["version"])
         self.assertEqual(self.host.call("guest-sync", {"id": -7}), ("return", -7))
@@ -316,6 +317,29 @@ class CommandTests(ChannelFixture):
             self.assertEqual(p["rounds"][1]["level"], "hard")
         print("\n    prepare: needed %.1f MiB, freed %.1f MiB in %d round(s), ready=%s"
               % (p["needed_bytes"] / MiB, p["freed_bytes"] / MiB, len(p["rounds"]), p["ready"]))
+
+    def test_prepare_migration_runs_a_soft_migration_round(self):
+        # The cache holds 64 MiB; a soft request for a migration frees every
+        # cold entry asked for, not just the quarter a pressure round gets.
+        estimate = self.shrinkers_of(self.cache.pid)[0]["estimate_bytes"]
+        t = self.host.call("shrinkd-prepare-migration", {"deadline_ms": 3000}, timeout=20)
+        self.assertEqual(t[0], "return", t)
+        p = t[1]
+        for k in ("freed_bytes", "measured_bytes", "mem_available_before_bytes",
+                  "mem_available_after_bytes", "target_bytes", "ready", "rounds"):
+            self.assertIn(k, p)
+        self.assertEqual(len(p["rounds"]), 1)
+        rep = p["rounds"][0]
+        self.assertEqual((rep["level"], rep["reason"]), ("soft", "migration"))
+        self.assertEqual(p["target_bytes"], estimate)
+        mine = [r for r in rep["requests"] if r["pid"] == self.cache.pid]
+        freed = sum(r["freed_bytes"] for r in mine)
+        self.assertGreater(freed, self.example_mib * MiB // 4 + MiB, rep)
+        self.assertEqual(p["freed_bytes"], rep["claimed_bytes"])
+        t = self.host.call("shrinkd-prepare-migration", {"fraction_pct": 0})
+        self.assertEqual(t[:2], ("error", "InvalidParameter"), t)
+        print("\n    prepare-migration: freed %.1f MiB of %d MiB (soft, reason migration)"
+              % (freed / MiB, self.example_mib))
 
     def test_prepare_with_enough_free_memory_runs_no_round(self):
         rounds_before = len(self.status()["rounds"])

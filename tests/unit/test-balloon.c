@@ -9,6 +9,12 @@
  *    a soft round sized to the shortfall, then convergence; a stall gives
  *    a hard round, then giving up; the target rising again gives relief;
  *    hinting holds hard rounds back; PSI gives rate-limited soft rounds;
+ *  - free page hints: the table of agent_balloon_decide_hint() and the
+ *    round's size; the controller runs one soft round (reason migration)
+ *    per new command id, after a balloon round that is running or queued,
+ *    apart from the episode's figures, and again when the queue was full;
+ *    the virtio source over a fake device says HINT_START for every new
+ *    command id (active id, STOP, the next id, DONE);
  *  - kmsg line matching on the real "Out of puff" and OOM-kill records of
  *    a stalled guest (tests/vm/captured/stalled-256mib-hog) and on every
  *    other record of two captured boots;
@@ -25,11 +31,13 @@
 #include <glib/gstdio.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "balloon.h"
 #include "errors.h"
+#include "policy.h"
 #include "procfs.h"
 #include "registry.h"
 #include "round.h"
@@ -428,6 +436,157 @@ static void test_pressure(void) {
   CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
 }
 
+/* ---- free page hints: the table ---- */
+
+/* Hinting in progress with command id 0x80000002, nothing asked yet, the
+ * shrinkers estimate 300 MiB between them. */
+static AgentBalloonFacts hint_facts(void) {
+  AgentBalloonFacts f = base_facts();
+
+  f.in_episode = false;
+  f.hint_in_progress = true;
+  f.hint_cmd_id = 0x80000002u;
+  f.estimates_known = true;
+  f.estimate_sum_bytes = 300 * MiB;
+  return f;
+}
+
+static void test_hint_table(void) {
+  static const struct {
+    const char *name;
+    bool off;
+    uint32_t pct;
+    bool in_progress;
+    bool asked;
+    uint32_t asked_id;
+    bool hint_running;
+    bool known;
+    uint64_t sum;
+    bool balloon_busy; /* an episode with a round of it running */
+    AgentBalloonStep step;
+    uint64_t bytes;
+  } rows[] = {
+      {"new hint: the estimates", false, 100, true, false, 0, false, true, 300 * MiB, false,
+       AGENT_BALLOON_SOFT, 300 * MiB},
+      {"50%", false, 50, true, false, 0, false, true, 300 * MiB, false, AGENT_BALLOON_SOFT,
+       150 * MiB},
+      {"33% of 10 bytes: rounded up", false, 33, true, false, 0, false, true, 10, false,
+       AGENT_BALLOON_SOFT, 4},
+      {"no estimates: the fallback", false, 100, true, false, 0, false, false, 0, false,
+       AGENT_BALLOON_SOFT, 64 * MiB},
+      {"no estimates, 25%", false, 25, true, false, 0, false, false, 0, false, AGENT_BALLOON_SOFT,
+       16 * MiB},
+      {"estimates beyond 2^56: clamped", false, 100, true, false, 0, false, true, UINT64_MAX, false,
+       AGENT_BALLOON_SOFT, AGENT_POLICY_BYTES_MAX},
+      {"an older id had its round", false, 100, true, true, 0x80000001u, false, true, 300 * MiB,
+       false, AGENT_BALLOON_SOFT, 300 * MiB},
+      {"a balloon round runs: asked anyway, queued behind", false, 100, true, false, 0, false, true,
+       300 * MiB, true, AGENT_BALLOON_SOFT, 300 * MiB},
+      {"off", true, 100, true, false, 0, false, true, 300 * MiB, false, AGENT_BALLOON_IDLE, 0},
+      {"no hinting", false, 100, false, false, 0, false, true, 300 * MiB, false, AGENT_BALLOON_IDLE,
+       0},
+      {"this id had its round", false, 100, true, true, 0x80000002u, false, true, 300 * MiB, false,
+       AGENT_BALLOON_IDLE, 0},
+      {"a hint round is queued or running", false, 100, true, true, 0x80000001u, true, true,
+       300 * MiB, false, AGENT_BALLOON_IDLE, 0},
+      {"every estimate is 0", false, 100, true, false, 0, false, true, 0, false, AGENT_BALLOON_IDLE,
+       0},
+  };
+
+  for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+    AgentBalloonPolicy p = policy;
+    AgentBalloonFacts f = hint_facts();
+    AgentBalloonAction a;
+
+    p.hint_off = rows[i].off;
+    p.hint_pct = rows[i].pct;
+    f.hint_in_progress = rows[i].in_progress;
+    f.hint_round_asked = rows[i].asked;
+    f.hint_round_cmd_id = rows[i].asked_id;
+    f.hint_round_running = rows[i].hint_running;
+    f.estimates_known = rows[i].known;
+    f.estimate_sum_bytes = rows[i].sum;
+    if (rows[i].balloon_busy) {
+      f.in_episode = true;
+      f.round_running = true;
+      f.rounds = 1;
+    }
+    agent_balloon_decide_hint(&p, &f, &a);
+    if (a.step != rows[i].step || a.round_bytes != rows[i].bytes)
+      printf("\n    %s: %s %" G_GUINT64_FORMAT " (want %s %" G_GUINT64_FORMAT ")", rows[i].name,
+             agent_balloon_step_name(a.step), a.round_bytes, agent_balloon_step_name(rows[i].step),
+             rows[i].bytes);
+    CU_ASSERT_EQUAL(a.step, rows[i].step);
+    CU_ASSERT_EQUAL(a.round_bytes, rows[i].bytes);
+    CU_ASSERT_PTR_NOT_NULL(a.why);
+    if (a.step == AGENT_BALLOON_SOFT)
+      CU_ASSERT_EQUAL(a.deadline_ms, AGENT_BALLOON_HINT_DEADLINE_DEFAULT);
+  }
+}
+
+static void test_hint_never_hard(void) {
+  AgentBalloonFacts f = hint_facts();
+  AgentBalloonAction a;
+
+  /* Whatever the episode looks like, a hint gives a soft round or none. */
+  f.in_episode = true;
+  f.rounds = 3;
+  f.last_round_hard = true;
+  f.stall_seen = true;
+  f.since_progress_ms = 10000;
+  f.mem_available_bytes = 0;
+  agent_balloon_decide_hint(&policy, &f, &a);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(policy.hint_pct, 100);
+  CU_ASSERT_FALSE(policy.hint_off);
+  CU_ASSERT_EQUAL(policy.hint_fallback_bytes, policy.reserve_bytes);
+
+  /* A hint round in flight is not a round of the episode (rule 3). */
+  f = base_facts();
+  f.hint_in_progress = true;
+  f.hint_round_running = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_SOFT);
+  CU_ASSERT_EQUAL(a.round_bytes, 490 * MiB);
+  f.round_running = true;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
+
+  /* The size on its own (shrinkd-prepare-migration's too). */
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(true, 1000, 64, 100), 1000);
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(true, 1000, 64, 1), 10);
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(true, 999, 64, 1), 10);
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(false, 1000, 64, 50), 32);
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(true, 1000, 64, 0), 10);     /* clamped to 1 */
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(true, 1000, 64, 500), 1000); /* to 100 */
+  CU_ASSERT_EQUAL(agent_balloon_migration_bytes(true, 0, 64, 100), 0);
+}
+
+static void test_hint_estimates(void) {
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentClient *a, *b;
+  uint64_t sum = 1;
+
+  CU_ASSERT_FALSE(agent_balloon_sum_estimates(NULL, &sum));
+  CU_ASSERT_EQUAL(sum, 0);
+  CU_ASSERT_FALSE(agent_balloon_sum_estimates(reg, &sum));
+  a = agent_registry_add_client(reg, -1, 10, 0, "a");
+  b = agent_registry_add_client(reg, -1, 11, 0, "b");
+  g_assert(agent_registry_add_shrinker(reg, a, 1, "none", 50, false, 0, NULL));
+  CU_ASSERT_FALSE(agent_balloon_sum_estimates(reg, &sum));
+  CU_ASSERT_EQUAL(sum, 0);
+  g_assert(agent_registry_add_shrinker(reg, a, 2, "cache", 50, true, 100 * MiB, NULL));
+  g_assert(agent_registry_add_shrinker(reg, b, 1, "heap", 50, true, 28 * MiB, NULL));
+  CU_ASSERT_TRUE(agent_balloon_sum_estimates(reg, &sum));
+  CU_ASSERT_EQUAL(sum, 128 * MiB);
+  /* Saturates instead of wrapping. */
+  g_assert(agent_registry_add_shrinker(reg, b, 2, "huge", 50, true, UINT64_MAX, NULL));
+  g_assert(agent_registry_add_shrinker(reg, b, 3, "huge2", 50, true, UINT64_MAX, NULL));
+  CU_ASSERT_TRUE(agent_balloon_sum_estimates(reg, &sum));
+  CU_ASSERT_EQUAL(sum, AGENT_POLICY_BYTES_MAX);
+  agent_registry_free(reg);
+}
+
 /* ---- the controller with a fake source ---- */
 
 static void fake_start(AgentSource *s) {
@@ -632,6 +791,375 @@ static void test_controller(void) {
   agent_procfs_free(procfs);
   while (g_main_context_iteration(NULL, FALSE))
     ;
+}
+
+/* ---- free page hints: the controller ---- */
+
+static void emit_hint(AgentSourceEventKind kind, uint64_t target, uint64_t actual, uint32_t id,
+                      bool in_progress) {
+  AgentSourceEvent ev = {
+      .kind = kind,
+      .balloon = {.target_known = true,
+                  .target_bytes = target,
+                  .actual_known = true,
+                  .actual_bytes = actual,
+                  .hint_supported = true,
+                  .free_page_hint_cmd_id = id,
+                  .hint_in_progress = in_progress},
+  };
+
+  agent_source_emit(fake, &ev);
+}
+
+/* An application that never answers: each of its rounds runs to its
+ * deadline, so that a round is seen running. */
+typedef struct {
+  int fd[2];
+  AgentClient *client;
+} Silent;
+
+static void silent_up(Silent *s, AgentRegistry *reg) {
+  g_assert(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, s->fd) == 0);
+  s->client = agent_registry_add_client(reg, s->fd[0], 42, 0, "silent");
+  g_assert(agent_registry_add_shrinker(reg, s->client, 1, "cache", 50, true, 100 * MiB, NULL));
+  g_assert(agent_registry_add_shrinker(reg, s->client, 2, "heap", 50, true, 28 * MiB, NULL));
+  g_assert(agent_registry_add_shrinker(reg, s->client, 3, "other", 50, false, 0, NULL));
+}
+
+static void silent_down(Silent *s, AgentRegistry *reg) {
+  agent_registry_remove_client(reg, s->client);
+  close(s->fd[0]);
+  close(s->fd[1]);
+}
+
+static void test_controller_hint(void) {
+  g_autofree char *root = g_build_filename(proc_fixtures, "guest-stalled-256mib-hog", NULL);
+  AgentProcfs *procfs = agent_procfs_new(root); /* MemAvailable 0 */
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentRounds *rounds = agent_rounds_new(reg, procfs, NULL);
+  AgentBalloonPolicy p;
+  AgentBalloon *b;
+  AgentBalloonStatus st;
+  const AgentRoundReport *r;
+  Silent app;
+
+  agent_balloon_policy_init(&p);
+  p.stall_ms = 40;
+  p.min_interval_ms = 50;
+  p.max_rounds = 2;
+  p.soft_deadline_ms = 300;
+  p.hard_deadline_ms = 300;
+  p.hint_deadline_ms = 200;
+  p.psi_interval_ms = 100000;
+  b = agent_balloon_new(rounds, procfs, &p);
+  agent_balloon_set_registry(b, reg);
+  fake = g_malloc0(sizeof(AgentSource));
+  agent_source_init(fake, &fake_class, &(AgentSourceEnv){.root = root, .procfs = procfs});
+  agent_balloon_add_source(b, fake);
+  agent_balloon_start(b);
+  silent_up(&app, reg);
+  {
+    AgentSourceEvent ev = {.kind = AGENT_SOURCE_EVENT_TARGET,
+                           .initial = true,
+                           .balloon = {.target_known = true, .actual_known = true}};
+
+    agent_source_emit(fake, &ev);
+  }
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.hint_rounds_on);
+  CU_ASSERT_EQUAL(st.hint_pct, 100);
+  CU_ASSERT_EQUAL(st.hint_deadline_ms, 200);
+  CU_ASSERT_EQUAL(st.hints_seen, 0);
+  CU_ASSERT_FALSE(st.has_hint_round);
+
+  /* The balloon's soft round is running when hinting begins: the hint's
+   * round comes after it, sized to the estimates (100 + 28 MiB). */
+  emit_hint(AGENT_SOURCE_EVENT_TARGET, 640 * MiB, 0, 1, false);
+  run_for(30);
+  CU_ASSERT_TRUE(agent_round_is_running(rounds));
+  CU_ASSERT_EQUAL(history_len(rounds), 0);
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 640 * MiB, 0, 0x80000001u, true);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.hints_seen, 1);
+  CU_ASSERT_TRUE(st.hint_round_running);
+  CU_ASSERT_EQUAL(st.episode.rounds, 1);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 2, 3000));
+  r = report_at(rounds, 0);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_BALLOON);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(r->target_bytes, 640 * MiB);
+  r = report_at(rounds, 1);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_MIGRATION);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(r->target_bytes, 128 * MiB);
+  CU_ASSERT_EQUAL(r->deadline_ms, 200);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.hint_rounds, 1);
+  CU_ASSERT_FALSE(st.hint_round_running);
+  CU_ASSERT_TRUE(st.has_hint_round);
+  CU_ASSERT_EQUAL(st.last_hint_cmd_id, 0x80000001u);
+  CU_ASSERT_EQUAL(st.last_hint_round_id, r->round_id);
+  /* The episode knows only its own round. */
+  CU_ASSERT_EQUAL(st.episode.rounds, 1);
+  CU_ASSERT_EQUAL(st.episode.soft_rounds, 1);
+  CU_ASSERT_EQUAL(st.episode.hard_rounds, 0);
+
+  /* Hinting holds the hard round back; the same id brings no second
+   * round. */
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 640 * MiB, 0, 0x80000001u, true);
+  run_for(150);
+  CU_ASSERT_EQUAL(history_len(rounds), 2);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.hints_seen, 1);
+
+  /* The host's next request (a new id after STOP): one more round. */
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 640 * MiB, 0, 0x80000002u, true);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 3, 3000));
+  CU_ASSERT_EQUAL(report_at(rounds, 2)->reason, PROTO_REASON_MIGRATION);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.hints_seen, 2);
+  CU_ASSERT_EQUAL(st.hint_rounds, 2);
+  CU_ASSERT_EQUAL(st.last_hint_cmd_id, 0x80000002u);
+
+  /* A hint round is running when hinting ends: the balloon's hard round
+   * is asked for at once, not held back by it, and runs after it; it is
+   * the episode's second round (max_rounds 2): then the episode gives up,
+   * as if there had been no hint round. */
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 640 * MiB, 0, 0x80000003u, true);
+  run_for(30);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.hint_round_running);
+  emit_hint(AGENT_SOURCE_EVENT_HINT_END, 640 * MiB, 0, 1, false);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.episode.rounds, 2);
+  CU_ASSERT_EQUAL(st.episode.hard_rounds, 1);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 5, 3000));
+  r = report_at(rounds, 3);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_MIGRATION);
+  r = report_at(rounds, 4);
+  CU_ASSERT_EQUAL(r->reason, PROTO_REASON_BALLOON);
+  CU_ASSERT_EQUAL(r->level, PROTO_LEVEL_HARD);
+  CU_ASSERT_EQUAL(r->target_bytes, 640 * MiB);
+  run_for(150);
+  CU_ASSERT_EQUAL(history_len(rounds), 5);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.episode.gave_up);
+  CU_ASSERT_STRING_EQUAL(st.episode.end_reason ? st.episode.end_reason : "",
+                         "the episode's rounds are used up");
+  CU_ASSERT_EQUAL(st.episode.claimed_bytes, 0);
+  CU_ASSERT_EQUAL(st.hint_rounds, 3);
+  CU_ASSERT_EQUAL(st.hints_seen, 3);
+
+  /* Freed while a hint round is queued: its end finds no one. */
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 640 * MiB, 0, 0x80000004u, true);
+  agent_balloon_free(b);
+  silent_down(&app, reg);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+}
+
+/* A full round queue delays the hint's round, it does not lose it; off
+ * means no round at all. */
+static void test_controller_hint_busy(void) {
+  g_autofree char *root = g_build_filename(proc_fixtures, "guest-stalled-256mib-hog", NULL);
+  AgentProcfs *procfs = agent_procfs_new(root);
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentRounds *rounds = agent_rounds_new(reg, procfs, &(AgentRoundConfig){.queue_max = 1});
+  AgentRoundParams manual = {.target_bytes = MiB,
+                             .level = PROTO_LEVEL_SOFT,
+                             .deadline_ms = 200,
+                             .reason = PROTO_REASON_MANUAL};
+  AgentBalloonPolicy p;
+  AgentBalloon *b;
+  AgentBalloonStatus st;
+  Silent app;
+
+  agent_balloon_policy_init(&p);
+  p.min_interval_ms = 20;
+  p.hint_deadline_ms = 100;
+  p.hint_pct = 50;
+  b = agent_balloon_new(rounds, procfs, &p);
+  agent_balloon_set_registry(b, reg);
+  fake = g_malloc0(sizeof(AgentSource));
+  agent_source_init(fake, &fake_class, &(AgentSourceEnv){.root = root, .procfs = procfs});
+  agent_balloon_add_source(b, fake);
+  agent_balloon_start(b);
+  silent_up(&app, reg);
+
+  /* One round runs, one waits: the queue is full. */
+  CU_ASSERT_TRUE(agent_round_request(rounds, &manual, NULL, NULL, NULL, NULL));
+  run_for(20);
+  CU_ASSERT_TRUE(agent_round_is_running(rounds));
+  CU_ASSERT_TRUE(agent_round_request(rounds, &manual, NULL, NULL, NULL, NULL));
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 0, 0, 0x80000007u, true);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.hints_seen, 1);
+  CU_ASSERT_FALSE(st.hint_round_running);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 3, 3000));
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->reason, PROTO_REASON_MANUAL);
+  CU_ASSERT_EQUAL(report_at(rounds, 1)->reason, PROTO_REASON_MANUAL);
+  CU_ASSERT_EQUAL(report_at(rounds, 2)->reason, PROTO_REASON_MIGRATION);
+  CU_ASSERT_EQUAL(report_at(rounds, 2)->target_bytes, 64 * MiB); /* 50% of 128 MiB */
+  run_for(100);
+  CU_ASSERT_EQUAL(history_len(rounds), 3);
+  agent_balloon_free(b);
+
+  /* hint-rounds=off: seen, no round. */
+  p.hint_off = TRUE;
+  b = agent_balloon_new(rounds, procfs, &p);
+  fake = g_malloc0(sizeof(AgentSource));
+  agent_source_init(fake, &fake_class, &(AgentSourceEnv){.root = root, .procfs = procfs});
+  agent_balloon_add_source(b, fake);
+  agent_balloon_start(b);
+  emit_hint(AGENT_SOURCE_EVENT_HINT_START, 0, 0, 0x80000008u, true);
+  run_for(100);
+  CU_ASSERT_EQUAL(history_len(rounds), 3);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_FALSE(st.hint_rounds_on);
+  CU_ASSERT_EQUAL(st.hint_pct, 0);
+  CU_ASSERT_EQUAL(st.hints_seen, 1);
+  CU_ASSERT_EQUAL(st.hint_rounds, 0);
+
+  agent_balloon_free(b);
+  silent_down(&app, reg);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+}
+
+/* ---- free page hints: the virtio source and the controller ---- */
+
+/* Copies the directory @src into @dst. */
+static void copy_tree(const char *src, const char *dst) {
+  g_autoptr(GDir) dir = g_dir_open(src, 0, NULL);
+  const char *name;
+
+  g_mkdir_with_parents(dst, 0755);
+  while (dir && (name = g_dir_read_name(dir))) {
+    g_autofree char *from = g_build_filename(src, name, NULL);
+    g_autofree char *to = g_build_filename(dst, name, NULL);
+    g_autofree char *data = NULL;
+    gsize len;
+
+    if (g_file_test(from, G_FILE_TEST_IS_DIR))
+      copy_tree(from, to);
+    else if (g_file_get_contents(from, &data, &len, NULL))
+      g_file_set_contents(to, data, (gssize)len, NULL);
+  }
+}
+
+static void remove_tree(const char *path) {
+  g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+  const char *name;
+
+  while (dir && (name = g_dir_read_name(dir))) {
+    g_autofree char *child = g_build_filename(path, name, NULL);
+
+    if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
+      remove_tree(child);
+    else
+      g_unlink(child);
+  }
+  g_rmdir(path);
+}
+
+/* The captured config file, a plain file in the copy, answers every read
+ * of the PCI_CFG window with the 4 bytes at pci_cfg_data: num_pages,
+ * actual and the hint command id all read @v. (As test-virtio-pci.c
+ * does.) In place: the source keeps the file open. */
+static void set_window_data(const char *config, guint32 v) {
+  int fd = open(config, O_WRONLY);
+
+  g_assert(fd >= 0);
+  v = GUINT32_TO_LE(v);
+  g_assert(pwrite(fd, &v, 4, 0x84 + 16) == 4);
+  close(fd);
+}
+
+static guint migration_rounds(AgentRounds *rounds) {
+  guint n = 0;
+
+  for (guint i = 0; i < history_len(rounds); i++)
+    n += report_at(rounds, i)->reason == PROTO_REASON_MIGRATION;
+  return n;
+}
+
+static void test_source_hint_ids(void) {
+  g_autofree char *src = g_build_filename(captured, "idle-free-page-hint-reporting", "root", NULL);
+  g_autofree char *root = g_dir_make_tmp("shrinkd-hint-XXXXXX", NULL);
+  g_autofree char *config = g_build_filename(root, "sys/bus/pci/devices/0000:00:02.0/config", NULL);
+  AgentProcfs *procfs;
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentRounds *rounds;
+  AgentSourceEnv env;
+  AgentVirtioSourceConfig vc = {.events = AGENT_VIRTIO_EVENTS_POLL,
+                                .poll_fast_ms = 2,
+                                .poll_moving_max_ms = 5,
+                                .poll_idle_ms = 5};
+  AgentBalloon *b;
+  AgentBalloonStatus st;
+
+  copy_tree(src, root);
+  set_window_data(config, 0);
+  procfs = agent_procfs_new(root);
+  env = (AgentSourceEnv){.root = root, .procfs = procfs};
+  rounds = agent_rounds_new(reg, procfs, NULL);
+  b = agent_balloon_new(rounds, procfs, NULL);
+  agent_balloon_set_registry(b, reg);
+  agent_balloon_add_source(b, agent_source_virtio_new(&env, &vc));
+  agent_balloon_start(b);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE_FATAL(st.present);
+  CU_ASSERT_TRUE(st.virtio.reading.hint_supported);
+  CU_ASSERT_FALSE(st.virtio.reading.hint_in_progress);
+
+  /* A request (an active id): one round, no estimates: the reserve. */
+  set_window_data(config, 0x80000002u);
+  run_for(60);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.virtio.reading.hint_in_progress);
+  CU_ASSERT_EQUAL(st.hints_seen, 1);
+  CU_ASSERT_EQUAL(migration_rounds(rounds), 1);
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->target_bytes, 64 * MiB);
+  /* STOP: still hinting (the driver holds the pages), no new request. */
+  set_window_data(config, 0);
+  run_for(60);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.virtio.reading.hint_in_progress);
+  CU_ASSERT_EQUAL(st.hints_seen, 1);
+  CU_ASSERT_EQUAL(migration_rounds(rounds), 1);
+  /* The next pass's id, with no DONE between: a new request. */
+  set_window_data(config, 0x80000003u);
+  run_for(60);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_EQUAL(st.hints_seen, 2);
+  CU_ASSERT_EQUAL(migration_rounds(rounds), 2);
+  CU_ASSERT_EQUAL(st.last_hint_cmd_id, 0x80000003u);
+  /* DONE ends it; the same id again is no new request. */
+  set_window_data(config, 1);
+  run_for(60);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_FALSE(st.virtio.reading.hint_in_progress);
+  set_window_data(config, 0x80000003u);
+  run_for(60);
+  agent_balloon_get_status(b, &st);
+  CU_ASSERT_TRUE(st.virtio.reading.hint_in_progress);
+  CU_ASSERT_EQUAL(st.hints_seen, 2);
+  CU_ASSERT_EQUAL(migration_rounds(rounds), 2);
+  CU_ASSERT_EQUAL(st.hint_rounds, 2);
+
+  agent_balloon_free(b);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+  remove_tree(root);
 }
 
 static void emit_blind(uint64_t actual, uint64_t prev) {
@@ -961,6 +1489,46 @@ static void test_settings(void) {
   agent_settings_clear(&s);
 }
 
+static void test_settings_hint_rounds(void) {
+  static const struct {
+    const char *value;
+    gboolean ok;
+    uint32_t pct;
+  } rows[] = {
+      {"off", TRUE, 0},   {"soft", TRUE, 100}, {"1", TRUE, 1},     {"100", TRUE, 100},
+      {"25", TRUE, 25},   {"0", FALSE, 0},     {"101", FALSE, 0},  {"+5", FALSE, 0},
+      {"-5", FALSE, 0},   {"5%", FALSE, 0},    {" 5", FALSE, 0},   {"", FALSE, 0},
+      {"hard", FALSE, 0}, {"Soft", FALSE, 0},  {"0x10", FALSE, 0}, {NULL, FALSE, 0},
+  };
+  AgentSettings s;
+  g_autoptr(GError) error = NULL;
+
+  for (size_t i = 0; i < G_N_ELEMENTS(rows); i++) {
+    uint32_t pct = 77;
+    gboolean ok = agent_settings_parse_hint_rounds(rows[i].value, &pct);
+
+    if (ok != rows[i].ok)
+      printf("\n    \"%s\": %s", rows[i].value ? rows[i].value : "(null)",
+             ok ? "taken" : "refused");
+    CU_ASSERT_EQUAL(ok, rows[i].ok);
+    CU_ASSERT_EQUAL(pct, rows[i].ok ? rows[i].pct : 77);
+  }
+
+  agent_settings_init(&s);
+  CU_ASSERT_EQUAL(s.hint_rounds_pct, 100); /* soft */
+  CU_ASSERT_TRUE(load_text(&s, "[shrinkd]\nhint_rounds=off\n", &error));
+  CU_ASSERT_EQUAL(s.hint_rounds_pct, 0);
+  CU_ASSERT_TRUE(load_text(&s, "[shrinkd]\nhint_rounds = 40 \n", &error));
+  CU_ASSERT_EQUAL(s.hint_rounds_pct, 40);
+  CU_ASSERT_FALSE(load_text(&s, "[shrinkd]\nhint_rounds=250\n", &error));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "hint_rounds"));
+  g_clear_error(&error);
+  CU_ASSERT_EQUAL(s.hint_rounds_pct, 40);
+  CU_ASSERT_TRUE(load_text(&s, "[shrinkd]\nhint_rounds=soft\n", &error));
+  CU_ASSERT_EQUAL(s.hint_rounds_pct, 100);
+  agent_settings_clear(&s);
+}
+
 int main(int argc, char **argv) {
   CU_pSuite s;
 
@@ -987,11 +1555,18 @@ int main(int argc, char **argv) {
   CU_add_test(s, "free page hinting: no hard round", test_hint);
   CU_add_test(s, "target unknown: stall lines only", test_blind);
   CU_add_test(s, "PSI: soft, rate-limited", test_pressure);
+  CU_add_test(s, "hints: the table", test_hint_table);
+  CU_add_test(s, "hints: never hard, apart from the episode, the size", test_hint_never_hard);
+  CU_add_test(s, "hints: the sum of the estimates", test_hint_estimates);
   CU_add_test(s, "controller with a fake source and real rounds", test_controller);
   CU_add_test(s, "controller without a known target", test_controller_blind);
+  CU_add_test(s, "controller: one hint round per id, after the balloon's", test_controller_hint);
+  CU_add_test(s, "controller: a full queue delays a hint round; off", test_controller_hint_busy);
+  CU_add_test(s, "virtio source: every new hint id is a request", test_source_hint_ids);
   CU_add_test(s, "kmsg: captured records", test_kmsg_lines);
   CU_add_test(s, "kmsg source on a FIFO", test_kmsg_source);
   CU_add_test(s, "psi source: absent, off", test_psi_source);
   CU_add_test(s, "settings: the balloon's keys", test_settings);
+  CU_add_test(s, "settings: hint_rounds", test_settings_hint_rounds);
   return cunit_run_all();
 }

@@ -2,6 +2,7 @@
 /*
  * The agent's core above the policy, without starting the daemon:
  *  - commands: JSON limits, typed errors, permissions, the status shape;
+ *    shrinkd-prepare-migration (its size, answer, typed errors, Busy);
  *  - rounds: driven through the "shrink" command against fake clients on
  *    socketpairs (all answer, one hangs, late replies, second pass, soft
  *    before hard, a client gone mid-round, a full socket, the queue,
@@ -169,6 +170,16 @@ static JsonNode *run(const char *text, uid_t uid, Fake **fakes, int n, int timeo
   JsonNode *reply = NULL;
 
   agent_commands_handle_text(cmds, text, strlen(text), &caller, store_reply, &reply, NULL);
+  spin_until(&reply, fakes, n, timeout_ms);
+  return reply;
+}
+
+/* Runs one command as the host and returns the reply (NULL on timeout). */
+static JsonNode *run_host(const char *text, Fake **fakes, int n, int timeout_ms) {
+  AgentCaller host = {AGENT_CALLER_HOST, 0, 0};
+  JsonNode *reply = NULL;
+
+  agent_commands_handle_text(cmds, text, strlen(text), &host, store_reply, &reply, NULL);
   spin_until(&reply, fakes, n, timeout_ms);
   return reply;
 }
@@ -459,6 +470,252 @@ static void test_status(void) {
   fake_free(user_app);
   fake_free(idle);
   agent_down();
+}
+
+static void test_status_hints(void) {
+  static const char *const hint_keys[] = {
+      "mode",          "percent",     "deadline_ms",   "hints_seen",         "rounds",
+      "round_running", "last_cmd_id", "last_round_id", "last_claimed_bytes", NULL};
+  AgentBalloonPolicy p;
+  AgentBalloon *balloon;
+  JsonNode *reply;
+  JsonObject *h;
+
+  agent_up(8, 1024);
+  reply = run("{\"execute\":\"status\"}", 0, NULL, 0, 1000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ret_of(reply));
+  CU_ASSERT_TRUE(json_object_has_member(ret_of(reply), "free_page_hints"));
+  CU_ASSERT_TRUE(json_node_is_null(json_object_get_member(ret_of(reply), "free_page_hints")));
+  json_node_unref(reply);
+
+  agent_balloon_policy_init(&p);
+  p.hint_pct = 40;
+  balloon = agent_balloon_new(rounds, procfs, &p);
+  agent_commands_set_balloon(cmds, balloon);
+  reply = run("{\"execute\":\"status\"}", 0, NULL, 0, 1000);
+  h = json_object_get_object_member(ret_of(reply), "free_page_hints");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+  CU_ASSERT_TRUE(has_keys(h, hint_keys));
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(h, "mode"), "soft");
+  CU_ASSERT_EQUAL(json_object_get_int_member(h, "percent"), 40);
+  CU_ASSERT_EQUAL(json_object_get_int_member(h, "deadline_ms"),
+                  AGENT_BALLOON_HINT_DEADLINE_DEFAULT);
+  CU_ASSERT_EQUAL(json_object_get_int_member(h, "hints_seen"), 0);
+  CU_ASSERT_EQUAL(json_object_get_int_member(h, "rounds"), 0);
+  CU_ASSERT_FALSE(json_object_get_boolean_member(h, "round_running"));
+  CU_ASSERT_TRUE(json_node_is_null(json_object_get_member(h, "last_cmd_id")));
+  CU_ASSERT_TRUE(json_node_is_null(json_object_get_member(h, "last_round_id")));
+  /* No device: "balloon" stays null. */
+  CU_ASSERT_TRUE(json_node_is_null(json_object_get_member(ret_of(reply), "balloon")));
+  json_node_unref(reply);
+  agent_commands_set_balloon(cmds, NULL);
+  agent_balloon_free(balloon);
+
+  p.hint_off = TRUE;
+  balloon = agent_balloon_new(rounds, procfs, &p);
+  agent_commands_set_balloon(cmds, balloon);
+  reply = run("{\"execute\":\"shrinkd-status\"}", 0, NULL, 0, 1000);
+  CU_ASSERT_STRING_EQUAL(error_class(reply), "CommandNotFound"); /* the host's name */
+  json_node_unref(reply);
+  reply = run_host("{\"execute\":\"shrinkd-status\"}", NULL, 0, 1000);
+  h = json_object_get_object_member(ret_of(reply), "free_page_hints");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(h);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(h, "mode"), "off");
+  CU_ASSERT_EQUAL(json_object_get_int_member(h, "percent"), 0);
+  json_node_unref(reply);
+  agent_commands_set_balloon(cmds, NULL);
+  agent_balloon_free(balloon);
+  agent_down();
+}
+
+/* ---- shrinkd-prepare-migration ---- */
+
+/* The contract the host tool is written against: these members, no more. */
+static const char *const migration_keys[] = {"freed_bytes",
+                                             "measured_bytes",
+                                             "mem_available_before_bytes",
+                                             "mem_available_after_bytes",
+                                             "target_bytes",
+                                             "ready",
+                                             "rounds",
+                                             NULL};
+
+/* Checks @reply against the contract; returns its one round report. */
+static JsonObject *migration_report(JsonNode *reply, uint64_t target) {
+  JsonObject *ret = ret_of(reply);
+  JsonArray *reports;
+  JsonObject *rep;
+
+  if (!ret)
+    return NULL;
+  CU_ASSERT_TRUE(has_keys(ret, migration_keys));
+  CU_ASSERT_EQUAL(json_object_get_size(ret), g_strv_length((char **)migration_keys));
+  CU_ASSERT_EQUAL(json_object_get_int_member(ret, "target_bytes"), (gint64)target);
+  CU_ASSERT_TRUE(json_object_get_boolean_member(ret, "ready"));
+  reports = json_object_get_array_member(ret, "rounds");
+  if (!reports || json_array_get_length(reports) != 1) {
+    CU_FAIL("not one report");
+    return NULL;
+  }
+  rep = json_array_get_object_element(reports, 0);
+  CU_ASSERT_TRUE(has_keys(rep, report_keys));
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(rep, "level"), "soft");
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(rep, "reason"), "migration");
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "target_bytes"), (gint64)target);
+  /* The top's figures are the round's. */
+  CU_ASSERT_EQUAL(json_object_get_int_member(ret, "freed_bytes"),
+                  json_object_get_int_member(rep, "claimed_bytes"));
+  for (const char *const *k = migration_keys + 1; k < migration_keys + 4; k++)
+    CU_ASSERT_TRUE(
+        json_node_equal(json_object_get_member(ret, *k), json_object_get_member(rep, *k)));
+  return rep;
+}
+
+static void test_prepare_migration(void) {
+  const uint64_t mib = UINT64_C(1) << 20;
+  Fake *a, *b, *c;
+  Fake *fakes[3];
+  JsonNode *reply;
+  JsonObject *rep;
+  g_autofree char *text = NULL;
+
+  agent_up(8, 1024);
+  a = fake_new("a", 11, 0, ANSWER_ALL);
+  b = fake_new("b", 12, 0, ANSWER_HALF);
+  fake_add(a, 1, "cache", 50, TRUE, 100 * mib);
+  fake_add(b, 2, "heap", 50, TRUE, 28 * mib);
+  fakes[0] = a;
+  fakes[1] = b;
+
+  /* Defaults: all of the estimates (100 + 28 MiB), 3 s. */
+  reply = run_host("{\"execute\":\"shrinkd-prepare-migration\"}", fakes, 2, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = migration_report(reply, 128 * mib);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "deadline_ms"), 3000);
+  CU_ASSERT_EQUAL(json_object_get_int_member(ret_of(reply), "freed_bytes"), 114 * mib);
+  CU_ASSERT_EQUAL_FATAL(n_requests(rep), 2);
+  CU_ASSERT_EQUAL(json_object_get_int_member(request_at(rep, 0), "asked_bytes"), 100 * mib);
+  CU_ASSERT_EQUAL(json_object_get_int_member(request_at(rep, 1), "asked_bytes"), 28 * mib);
+  CU_ASSERT_EQUAL(g_array_index(a->seen, proto_shrink, 0).reason, PROTO_REASON_MIGRATION);
+  CU_ASSERT_EQUAL(g_array_index(a->seen, proto_shrink, 0).level, PROTO_LEVEL_SOFT);
+  json_node_unref(reply);
+
+  /* A share, a deadline; the "id" is echoed. */
+  reply = run_host("{\"execute\":\"shrinkd-prepare-migration\",\"arguments\":{\"fraction_pct\":"
+                   "50,\"deadline_ms\":1500},\"id\":7}",
+                   fakes, 2, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = migration_report(reply, 64 * mib);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "deadline_ms"), 1500);
+  CU_ASSERT_EQUAL(json_object_get_int_member(json_node_get_object(reply), "id"), 7);
+  json_node_unref(reply);
+  /* 1% of 128 MiB, rounded up to a byte. */
+  reply = run_host("{\"execute\":\"shrinkd-prepare-migration\",\"arguments\":{\"fraction_pct\":1}}",
+                   fakes, 2, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  CU_ASSERT_PTR_NOT_NULL(migration_report(reply, (128 * mib + 99) / 100));
+  json_node_unref(reply);
+
+  /* No estimate anywhere: the prepare reserve (the balloon's reserve in
+   * the daemon), or its share. */
+  fake_free(a);
+  fake_free(b);
+  c = fake_new("c", 13, 0, ANSWER_ALL);
+  fake_add(c, 1, "unknown", 50, FALSE, 0);
+  fakes[0] = c;
+  reply = run_host("{\"execute\":\"shrinkd-prepare-migration\"}", fakes, 1, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  CU_ASSERT_PTR_NOT_NULL(migration_report(reply, AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT));
+  json_node_unref(reply);
+  agent_commands_set_prepare_reserve(cmds, 32 * mib);
+  reply =
+      run_host("{\"execute\":\"shrinkd-prepare-migration\",\"arguments\":{\"fraction_pct\":50}}",
+               fakes, 1, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = migration_report(reply, 16 * mib);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_EQUAL(json_object_get_int_member(ret_of(reply), "freed_bytes"), 16 * mib);
+  json_node_unref(reply);
+  fake_free(c);
+
+  /* Nobody registered: the round still runs (asking no one) and is
+   * reported. */
+  reply = run_host("{\"execute\":\"shrinkd-prepare-migration\"}", NULL, 0, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = migration_report(reply, 32 * mib);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_EQUAL(n_requests(rep), 0);
+  CU_ASSERT_EQUAL(json_object_get_int_member(ret_of(reply), "freed_bytes"), 0);
+  json_node_unref(reply);
+
+  /* Listed for the host, unknown to local callers. */
+  reply = run_host("{\"execute\":\"guest-info\"}", NULL, 0, 1000);
+  text = json_to_string(reply, FALSE);
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "\"name\":\"shrinkd-prepare-migration\""));
+  json_node_unref(reply);
+  reply = run("{\"execute\":\"shrinkd-prepare-migration\"}", 0, NULL, 0, 1000);
+  CU_ASSERT_STRING_EQUAL(error_class(reply), "CommandNotFound");
+  json_node_unref(reply);
+  agent_down();
+}
+
+static void test_prepare_migration_errors(void) {
+  static const char *const bad[] = {
+      "{\"deadline_ms\":0}",        "{\"deadline_ms\":600001}", "{\"deadline_ms\":-1}",
+      "{\"deadline_ms\":\"3000\"}", "{\"deadline_ms\":1.5}",    "{\"deadline_ms\":null}",
+      "{\"fraction_pct\":0}",       "{\"fraction_pct\":101}",   "{\"fraction_pct\":-5}",
+      "{\"fraction_pct\":\"50\"}",  "{\"fraction_pct\":true}",  "{\"fraction_pct\":50.0}",
+      "{\"new_size_bytes\":1}",     "{\"fraction\":50}",        "[]",
+  };
+  const char *full = "{\"execute\":\"shrinkd-prepare-migration\",\"arguments\":{\"deadline_ms\":"
+                     "50}}";
+  AgentCaller host = {AGENT_CALLER_HOST, 0, 0};
+  JsonNode *r1 = NULL, *r2 = NULL;
+
+  agent_up(1, 1024);
+  for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autofree char *text =
+        g_strdup_printf("{\"execute\":\"shrinkd-prepare-migration\",\"arguments\":%s}", bad[i]);
+    JsonNode *reply = run_host(text, NULL, 0, 1000);
+    const char *klass;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    klass = error_class(reply);
+    if (!klass || strcmp(klass, "InvalidParameter") != 0)
+      printf("\n    %s -> %s", bad[i], klass ? klass : "return");
+    CU_ASSERT_STRING_EQUAL(klass ? klass : "return", "InvalidParameter");
+    json_node_unref(reply);
+  }
+  /* Edges are taken. */
+  {
+    JsonNode *reply = run_host("{\"execute\":\"shrinkd-prepare-migration\",\"arguments\":{"
+                               "\"deadline_ms\":1,\"fraction_pct\":100}}",
+                               NULL, 0, 2000);
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    CU_ASSERT_PTR_NULL(error_class(reply));
+    json_node_unref(reply);
+  }
+
+  /* A queue of 1 is full: Busy, at once; the first is answered. */
+  agent_commands_handle_text(cmds, full, strlen(full), &host, store_reply, &r1, NULL);
+  agent_commands_handle_text(cmds, full, strlen(full), &host, store_reply, &r2, NULL);
+  CU_ASSERT_PTR_NULL(r1);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r2);
+  CU_ASSERT_STRING_EQUAL(error_class(r2), "Busy");
+  spin_until(&r1, NULL, 0, 2000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(r1);
+  CU_ASSERT_PTR_NULL(error_class(r1));
+  json_node_unref(r1);
+  json_node_unref(r2);
+
+  /* The agent stops before the round ends: no reply, no leak. */
+  r1 = NULL;
+  agent_commands_handle_text(cmds, full, strlen(full), &host, store_reply, &r1, NULL);
+  agent_down();
+  CU_ASSERT_PTR_NULL(r1);
 }
 
 /* ---- rounds ---- */
@@ -1273,6 +1530,9 @@ int main(void) {
   CU_add_test(s, "typed errors and permissions", test_dispatch_errors);
   CU_add_test(s, "status shape and uid filter", test_status);
   CU_add_test(s, "reply text: escaping, id echo", test_reply_text);
+  CU_add_test(s, "status: free page hints", test_status_hints);
+  CU_add_test(s, "shrinkd-prepare-migration: size, answer", test_prepare_migration);
+  CU_add_test(s, "shrinkd-prepare-migration: typed errors, Busy", test_prepare_migration_errors);
   s = CU_add_suite("rounds", NULL, NULL);
   CU_add_test(s, "everyone answers: split, report", test_round_all_answer);
   CU_add_test(s, "a hung client: deadline, misses, skip, late reply", test_round_hung_client);
