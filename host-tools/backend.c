@@ -4,6 +4,8 @@
  */
 #include "backend.h"
 
+#include "vs-error.h"
+
 JsonNode *vs_agent_call(VsAgent *agent, const char *command, JsonObject *arguments,
                         guint timeout_ms, GError **error) {
   return agent->ops->call(agent, command, arguments, timeout_ms, error);
@@ -29,6 +31,70 @@ gboolean vs_backend_get_state(VsBackend *backend, gboolean *running, char **stat
 
 VsAgent *vs_backend_open_agent(VsBackend *backend, guint timeout_ms, GError **error) {
   return backend->ops->open_agent(backend, timeout_ms, error);
+}
+
+void vs_migration_info_init(VsMigrationInfo *info) {
+  *info = (VsMigrationInfo){
+      .status = VS_MIGRATION_NONE,
+      .status_word = "none",
+      .transferred_bytes = -1,
+      .remaining_bytes = -1,
+      .total_bytes = -1,
+      .rate_bytes_per_s = -1,
+      .total_time_ms = -1,
+      .setup_time_ms = -1,
+      .downtime_ms = -1,
+  };
+}
+
+void vs_migration_info_clear(VsMigrationInfo *info) {
+  g_free(info->error);
+  vs_migration_info_init(info);
+}
+
+gboolean vs_migration_status_is_final(VsMigrationStatus status) {
+  return status == VS_MIGRATION_COMPLETED || status == VS_MIGRATION_FAILED ||
+         status == VS_MIGRATION_CANCELLED;
+}
+
+const char *vs_migration_status_name(VsMigrationStatus status) {
+  switch (status) {
+  case VS_MIGRATION_NONE: return "none";
+  case VS_MIGRATION_SETUP: return "setup";
+  case VS_MIGRATION_ACTIVE: return "active";
+  case VS_MIGRATION_CANCELLING: return "cancelling";
+  case VS_MIGRATION_COMPLETED: return "completed";
+  case VS_MIGRATION_FAILED: return "failed";
+  case VS_MIGRATION_CANCELLED: return "cancelled";
+  default: return "unknown";
+  }
+}
+
+/* The error for a backend without migration. */
+static gboolean no_migration(VsBackend *backend, GError **error) {
+  g_set_error(error, VS_ERROR, VS_ERROR_FAILED, "%s: cannot migrate with this backend",
+              backend->name ? backend->name : "the guest");
+  return FALSE;
+}
+
+gboolean vs_backend_migrate_start(VsBackend *backend, const VsMigrateParams *params,
+                                  GError **error) {
+  if (!backend->ops->migrate_start)
+    return no_migration(backend, error);
+  return backend->ops->migrate_start(backend, params, error);
+}
+
+gboolean vs_backend_migrate_query(VsBackend *backend, VsMigrationInfo *out, GError **error) {
+  vs_migration_info_init(out);
+  if (!backend->ops->migrate_query)
+    return no_migration(backend, error);
+  return backend->ops->migrate_query(backend, out, error);
+}
+
+gboolean vs_backend_migrate_cancel(VsBackend *backend, GError **error) {
+  if (!backend->ops->migrate_cancel)
+    return no_migration(backend, error);
+  return backend->ops->migrate_cancel(backend, error);
 }
 
 void vs_backend_free(VsBackend *backend) {

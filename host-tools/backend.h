@@ -4,8 +4,9 @@
  * written against, so that the same logic runs over libvirt, over plain
  * QEMU (QMP), and over fakes in the unit tests:
  *
- *   VsBackend: the hypervisor's side of one guest: its balloon, and where
- *              its agent channel is (libvirt-backend.c, qmp-backend.c).
+ *   VsBackend: the hypervisor's side of one guest: its balloon, where its
+ *              agent channel is, and its live migration
+ *              (libvirt-backend.c, qmp-backend.c).
  *   VsAgent:   the guest agent, commands and answers (channel-client.c).
  *
  * Neither is thread-safe; one thread uses a handle at a time.
@@ -24,6 +25,61 @@ typedef struct {
   guint64 usable_bytes;    /* MemAvailable in the guest (balloon stats) */
   guint64 rss_bytes;       /* the VM process's resident set on the host */
 } VsMemory;
+
+/* What to migrate where; the strings are borrowed. */
+typedef struct {
+  /* libvirt: the destination's connection URI (virsh migrate's desturi,
+   * "qemu+ssh://host/system"); QMP: QEMU's migration URI ("tcp:host:4444"),
+   * where a QEMU started with -incoming waits. */
+  const char *dest_uri;
+  /* libvirt only (NULL: not given): VIR_MIGRATE_PARAM_URI, the address the
+   * data goes to, and VIR_MIGRATE_PARAM_DEST_XML, the domain XML (the text,
+   * not a file name) to use on the destination. */
+  const char *migrate_uri;
+  const char *dest_xml;
+  guint64 bandwidth_mib_s;  /* the most the migration may use; 0: the hypervisor's default */
+  gboolean persistent;      /* libvirt only: VIR_MIGRATE_PERSIST_DEST */
+  gboolean undefine_source; /* libvirt only: VIR_MIGRATE_UNDEFINE_SOURCE */
+} VsMigrateParams;
+
+/* Where a migration is, as the hypervisor says. */
+typedef enum {
+  VS_MIGRATION_NONE,       /* no migration (not started) */
+  VS_MIGRATION_SETUP,      /* started; connecting, setting up */
+  VS_MIGRATION_ACTIVE,     /* copying memory, or switching over */
+  VS_MIGRATION_CANCELLING, /* cancelled, not yet stopped */
+  VS_MIGRATION_COMPLETED,  /* the guest runs on the destination */
+  VS_MIGRATION_FAILED,     /* stopped by an error; the guest still runs here */
+  VS_MIGRATION_CANCELLED,  /* stopped by a cancel; the guest still runs here */
+} VsMigrationStatus;
+
+/* A migration's figures. Numbers are -1 when the hypervisor does not give
+ * them (yet). */
+typedef struct {
+  VsMigrationStatus status;
+  char status_word[32];     /* the hypervisor's own word ("active", "pre-switchover"...) */
+  gint64 transferred_bytes; /* memory sent so far (pages sent again count again) */
+  gint64 remaining_bytes;   /* memory still to send */
+  gint64 total_bytes;       /* the guest's memory */
+  gint64 rate_bytes_per_s;  /* the current transfer rate */
+  gint64 total_time_ms;     /* since the migration started, as the hypervisor counts */
+  gint64 setup_time_ms;     /* the setup phase */
+  gint64 downtime_ms;       /* COMPLETED: how long the guest was stopped; else the expected */
+  char *error;              /* FAILED: the hypervisor's reason, if it gave one (owned) */
+} VsMigrationInfo;
+
+/* @info with no migration and every figure unknown. */
+void vs_migration_info_init(VsMigrationInfo *info);
+
+/* Frees what @info holds and initialises it again. */
+void vs_migration_info_clear(VsMigrationInfo *info);
+
+/* Whether @status is an end: COMPLETED, FAILED or CANCELLED. */
+gboolean vs_migration_status_is_final(VsMigrationStatus status);
+
+/* "none", "setup", "active", "cancelling", "completed", "failed",
+ * "cancelled". Static string. */
+const char *vs_migration_status_name(VsMigrationStatus status);
 
 typedef struct VsAgent VsAgent;
 typedef struct VsBackend VsBackend;
@@ -46,6 +102,11 @@ typedef struct {
   gboolean (*get_state)(VsBackend *self, gboolean *running, char **state, GError **error);
   VsAgent *(*open_agent)(VsBackend *self, guint timeout_ms, GError **error);
   void (*free)(VsBackend *self);
+  /* Live migration; after free so that backends written before it still
+   * initialise in order. NULL: the backend cannot migrate. */
+  gboolean (*migrate_start)(VsBackend *self, const VsMigrateParams *params, GError **error);
+  gboolean (*migrate_query)(VsBackend *self, VsMigrationInfo *out, GError **error);
+  gboolean (*migrate_cancel)(VsBackend *self, GError **error);
 } VsBackendOps;
 
 struct VsBackend {
@@ -92,7 +153,33 @@ gboolean vs_backend_get_state(VsBackend *backend, gboolean *running, char **stat
  */
 VsAgent *vs_backend_open_agent(VsBackend *backend, guint timeout_ms, GError **error);
 
-/* Frees @backend (and its connection). NULL is fine. */
+/*
+ * Starts a live migration of the guest as @params says and returns without
+ * waiting for it (follow it with vs_backend_migrate_query()). Returns TRUE,
+ * or FALSE with @error: VS_ERROR_INVALID for a parameter this backend does
+ * not take, VS_ERROR_FAILED when the hypervisor refused (the message is
+ * its). One migration per backend.
+ */
+gboolean vs_backend_migrate_start(VsBackend *backend, const VsMigrateParams *params,
+                                  GError **error);
+
+/*
+ * Fills @out (initialised here; the caller clears it) with where the
+ * migration started by vs_backend_migrate_start() is now. Returns TRUE, or
+ * FALSE with @error when the hypervisor cannot be asked (the migration's
+ * fate is then unknown).
+ */
+gboolean vs_backend_migrate_query(VsBackend *backend, VsMigrationInfo *out, GError **error);
+
+/*
+ * Asks the hypervisor to cancel the migration; it stops afterwards (the
+ * status goes to CANCELLED, or COMPLETED if it was too late). Returns TRUE,
+ * or FALSE with @error (e.g. the job has not begun yet: try again).
+ */
+gboolean vs_backend_migrate_cancel(VsBackend *backend, GError **error);
+
+/* Frees @backend (and its connection). NULL is fine. A migration still
+ * running is waited for, not cancelled. */
 void vs_backend_free(VsBackend *backend);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VsBackend, vs_backend_free)

@@ -4,7 +4,10 @@
  * through virDomainSetMemoryFlags(VIR_DOMAIN_AFFECT_LIVE) and
  * virDomainMemoryStats ("actual"); the agent through the host end of the
  * domain's org.shrinkd.agent.0 channel, found in its live XML (libvirt
- * itself only talks to org.qemu.guest_agent.0).
+ * itself only talks to org.qemu.guest_agent.0). Migration through
+ * virDomainMigrateToURI3 (live, peer to peer) in a thread of its own,
+ * followed with virDomainGetJobStats and cancelled with virDomainAbortJob;
+ * freeing the backend waits for that thread.
  */
 #pragma once
 

@@ -112,6 +112,39 @@ void vs_progress_bar_update(const VsProgress *p, gpointer data) {
   bar->drawn = TRUE;
 }
 
+void vs_progress_bar_migration(const VsMigrateProgress *p, gpointer data) {
+  VsProgressBar *bar = data;
+  const VsMigrationInfo *info = p->info;
+  char cells[BAR_WIDTH + 1];
+  char sent[32], left[32], rate[32];
+  double frac = 0.0;
+  int filled;
+
+  if (!bar->enabled)
+    return;
+  /* Sent over sent and left: pages the guest dirties again are sent again,
+   * so the total alone would run past 100%. */
+  if (info->status == VS_MIGRATION_COMPLETED)
+    frac = 1.0;
+  else if (info->transferred_bytes >= 0 && info->remaining_bytes >= 0 &&
+           info->transferred_bytes + info->remaining_bytes > 0)
+    frac = (double)info->transferred_bytes /
+           ((double)info->transferred_bytes + (double)info->remaining_bytes);
+  filled = (int)(frac * BAR_WIDTH + 0.5);
+  memset(cells, '#', (size_t)filled);
+  memset(cells + filled, '-', (size_t)(BAR_WIDTH - filled));
+  cells[BAR_WIDTH] = '\0';
+  fprintf(bar->out, "\r[%s] %3.0f%%  sent %s, left %s, %s/s  %.1f s  %s\033[K", cells, frac * 100,
+          info->transferred_bytes >= 0 ? bytes_str((guint64)info->transferred_bytes, sent) : "-",
+          info->remaining_bytes >= 0 ? bytes_str((guint64)info->remaining_bytes, left) : "-",
+          info->rate_bytes_per_s >= 0 ? bytes_str((guint64)info->rate_bytes_per_s, rate) : "-",
+          (double)p->elapsed_us / 1e6,
+          p->cancelling && !vs_migration_status_is_final(info->status) ? "cancelling"
+                                                                       : info->status_word);
+  fflush(bar->out);
+  bar->drawn = TRUE;
+}
+
 void vs_progress_bar_finish(VsProgressBar *bar) {
   if (bar->enabled && bar->drawn) {
     fputc('\n', bar->out);
@@ -216,11 +249,13 @@ static void print_prepare(FILE *out, const VsSetmemResult *r) {
           get_bool(p, "ready", FALSE) ? "ready" : "NOT ready");
 }
 
-static void print_applications(FILE *out, const VsSetmemResult *r) {
-  g_autoptr(GPtrArray) apps = vs_prepare_applications(r->prepare);
+/* The table of what each application freed in the agent's rounds of
+ * @prepare (nothing when the agent was not used). */
+static void print_applications(FILE *out, gboolean agent_used, JsonNode *prepare) {
+  g_autoptr(GPtrArray) apps = vs_prepare_applications(prepare);
   int w_client = 6, w_shr = 9;
 
-  if (!r->agent_used)
+  if (!agent_used)
     return;
   if (apps->len == 0) {
     fprintf(out, "  no application was asked\n");
@@ -280,7 +315,7 @@ void vs_report_setmem_text(FILE *out, const char *guest, const VsSetmemResult *r
   fprintf(out, "  follow   %10s  %s at %s\n", phase_str(r->follow_us, t),
           r->outcome == VS_SETMEM_REACHED ? "arrived" : "timed out",
           bytes_str(r->reached_bytes, a));
-  print_applications(out, r);
+  print_applications(out, r->agent_used, r->prepare);
 }
 
 static void add_us(JsonBuilder *b, const char *name, gint64 us) {
@@ -304,38 +339,10 @@ static void add_uint(JsonBuilder *b, const char *name, guint64 value) {
   json_builder_add_int_value(b, (gint64)value);
 }
 
-JsonNode *vs_report_setmem_json(const char *guest, const VsSetmemResult *r) {
-  g_autoptr(JsonBuilder) b = json_builder_new();
-  g_autoptr(GPtrArray) apps = vs_prepare_applications(r->prepare);
+/* "applications": what each application freed in the rounds of @prepare. */
+static void add_applications(JsonBuilder *b, JsonNode *prepare) {
+  g_autoptr(GPtrArray) apps = vs_prepare_applications(prepare);
 
-  json_builder_begin_object(b);
-  add_string_or_null(b, "guest", guest);
-  add_string_or_null(b, "result", outcome_name(r->outcome));
-  json_builder_set_member_name(b, "exit_status");
-  json_builder_add_int_value(b, vs_setmem_exit_code(r));
-  add_string_or_null(b, "error", r->error ? r->error->message : NULL);
-  add_uint(b, "asked_bytes", r->asked_bytes);
-  add_uint(b, "initial_bytes", r->initial_bytes);
-  add_uint(b, "reached_bytes", r->reached_bytes);
-  add_uint(b, "max_bytes", r->max_bytes);
-  json_builder_set_member_name(b, "phases_us");
-  json_builder_begin_object(b);
-  add_us(b, "prepare", r->prepare_us);
-  add_us(b, "balloon", r->balloon_us);
-  add_us(b, "follow", r->follow_us);
-  add_us(b, "total", r->total_us);
-  json_builder_end_object(b);
-  json_builder_set_member_name(b, "agent");
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "used");
-  json_builder_add_boolean_value(b, r->agent_used);
-  add_string_or_null(b, "note", r->agent_note);
-  json_builder_set_member_name(b, "prepare");
-  if (r->prepare)
-    json_builder_add_value(b, json_node_copy(r->prepare));
-  else
-    json_builder_add_null_value(b);
-  json_builder_end_object(b);
   json_builder_set_member_name(b, "applications");
   json_builder_begin_array(b);
   for (guint i = 0; i < apps->len; i++) {
@@ -357,11 +364,220 @@ JsonNode *vs_report_setmem_json(const char *guest, const VsSetmemResult *r) {
     json_builder_end_object(b);
   }
   json_builder_end_array(b);
+}
+
+static void add_warnings(JsonBuilder *b, GPtrArray *warnings) {
   json_builder_set_member_name(b, "warnings");
   json_builder_begin_array(b);
-  for (guint i = 0; r->warnings && i < r->warnings->len; i++)
-    json_builder_add_string_value(b, g_ptr_array_index(r->warnings, i));
+  for (guint i = 0; warnings && i < warnings->len; i++)
+    json_builder_add_string_value(b, g_ptr_array_index(warnings, i));
   json_builder_end_array(b);
+}
+
+/* "agent": {"used", "note", "prepare"}. */
+static void add_agent(JsonBuilder *b, gboolean used, const char *note, JsonNode *prepare) {
+  json_builder_set_member_name(b, "agent");
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "used");
+  json_builder_add_boolean_value(b, used);
+  add_string_or_null(b, "note", note);
+  json_builder_set_member_name(b, "prepare");
+  if (prepare)
+    json_builder_add_value(b, json_node_copy(prepare));
+  else
+    json_builder_add_null_value(b);
+  json_builder_end_object(b);
+}
+
+JsonNode *vs_report_setmem_json(const char *guest, const VsSetmemResult *r) {
+  g_autoptr(JsonBuilder) b = json_builder_new();
+
+  json_builder_begin_object(b);
+  add_string_or_null(b, "guest", guest);
+  add_string_or_null(b, "result", outcome_name(r->outcome));
+  json_builder_set_member_name(b, "exit_status");
+  json_builder_add_int_value(b, vs_setmem_exit_code(r));
+  add_string_or_null(b, "error", r->error ? r->error->message : NULL);
+  add_uint(b, "asked_bytes", r->asked_bytes);
+  add_uint(b, "initial_bytes", r->initial_bytes);
+  add_uint(b, "reached_bytes", r->reached_bytes);
+  add_uint(b, "max_bytes", r->max_bytes);
+  json_builder_set_member_name(b, "phases_us");
+  json_builder_begin_object(b);
+  add_us(b, "prepare", r->prepare_us);
+  add_us(b, "balloon", r->balloon_us);
+  add_us(b, "follow", r->follow_us);
+  add_us(b, "total", r->total_us);
+  json_builder_end_object(b);
+  add_agent(b, r->agent_used, r->agent_note, r->prepare);
+  add_applications(b, r->prepare);
+  add_warnings(b, r->warnings);
+  json_builder_end_object(b);
+  return json_builder_get_root(b);
+}
+
+/* ---- migrate, prepare-migration ---- */
+
+static void print_migration_prepare(FILE *out, const VsMigrateResult *r) {
+  JsonObject *p = r->prepare ? json_node_get_object(r->prepare) : NULL;
+  JsonArray *rounds = get_array(p, "rounds");
+  guint n = rounds ? json_array_get_length(rounds) : 0;
+  char t[32], a[32], b[32], c[32], m[40];
+
+  if (!r->agent_used) {
+    fprintf(out, "  prepare  %10s  %s\n", phase_str(r->prepare_us, t),
+            r->agent_note ? r->agent_note : "not asked");
+    return;
+  }
+  fprintf(out,
+          "  prepare  %10s  the guest freed %s (measured %s; available %s -> %s; %u round%s; "
+          "%s)\n",
+          phase_str(r->prepare_us, t), bytes_str(get_bytes(p, "freed_bytes"), a),
+          has_int(p, "measured_bytes")
+              ? vs_format_signed_bytes(get_int(p, "measured_bytes"), m, sizeof(m))
+              : "-",
+          /* null when the guest could not read MemAvailable */
+          has_int(p, "mem_available_before_bytes")
+              ? bytes_str(get_bytes(p, "mem_available_before_bytes"), b)
+              : "-",
+          has_int(p, "mem_available_after_bytes")
+              ? bytes_str(get_bytes(p, "mem_available_after_bytes"), c)
+              : "-",
+          n, n == 1 ? "" : "s", get_bool(p, "ready", FALSE) ? "ready" : "NOT ready");
+}
+
+static void print_migration(FILE *out, const VsMigrateResult *r) {
+  const VsMigrationInfo *i = &r->info;
+  g_autoptr(GString) line = g_string_new(i->status_word);
+  const char *sep = ": ";
+  char t[32], v[32];
+
+  if (!r->started) {
+    fprintf(out, "  migrate  %10s  not started\n", phase_str(r->migrate_us, t));
+    return;
+  }
+  /* The figures the hypervisor gave; libvirt's test driver, for one, gives
+   * none. */
+  if (i->transferred_bytes >= 0) {
+    g_string_append_printf(line, "%ssent %s", sep, bytes_str((guint64)i->transferred_bytes, v));
+    sep = ", ";
+  }
+  if (i->remaining_bytes >= 0) {
+    g_string_append_printf(line, "%sleft %s", sep, bytes_str((guint64)i->remaining_bytes, v));
+    sep = ", ";
+  }
+  if (i->rate_bytes_per_s >= 0) {
+    g_string_append_printf(line, "%sat %s/s", sep, bytes_str((guint64)i->rate_bytes_per_s, v));
+    sep = ", ";
+  }
+  sep = sep[0] == ',' ? "; " : sep;
+  if (i->total_time_ms >= 0) {
+    g_string_append_printf(line, "%stotal %" G_GINT64_FORMAT " ms", sep, i->total_time_ms);
+    sep = ", ";
+  }
+  if (i->setup_time_ms >= 0) {
+    g_string_append_printf(line, "%ssetup %" G_GINT64_FORMAT " ms", sep, i->setup_time_ms);
+    sep = ", ";
+  }
+  /* Only a completed migration had a downtime; before, it is a guess. */
+  if (i->status == VS_MIGRATION_COMPLETED && i->downtime_ms >= 0)
+    g_string_append_printf(line, "%sdowntime %" G_GINT64_FORMAT " ms", sep, i->downtime_ms);
+  fprintf(out, "  migrate  %10s  %s\n", phase_str(r->migrate_us, t), line->str);
+}
+
+void vs_report_migrate_text(FILE *out, const char *guest, const char *destination,
+                            const VsMigrateResult *r) {
+  double s = (double)r->total_us / 1e6;
+
+  /* Nothing happened: the caller's error says it all. */
+  if (r->outcome == VS_MIGRATE_FAILED && !r->started && r->prepare_us < 0 && r->migrate_us < 0)
+    return;
+  if (!destination) {
+    if (r->outcome != VS_MIGRATE_PREPARED)
+      return;
+    fprintf(out, "%s: the guest agent prepared for a migration in %.1f ms\n", guest,
+            (double)r->total_us / 1000.0);
+    print_migration_prepare(out, r);
+    print_applications(out, r->agent_used, r->prepare);
+    return;
+  }
+  switch (r->outcome) {
+  case VS_MIGRATE_COMPLETED:
+    fprintf(out, "%s: migrated to %s in %.2f s\n", guest, destination, s);
+    break;
+  case VS_MIGRATE_CANCELLED:
+    fprintf(out, "%s: migration to %s CANCELLED after %.2f s\n", guest, destination, s);
+    break;
+  case VS_MIGRATE_TIMEOUT:
+    fprintf(out, "%s: migration to %s CANCELLED at the timeout, after %.2f s\n", guest, destination,
+            s);
+    break;
+  default: fprintf(out, "%s: migration to %s FAILED after %.2f s\n", guest, destination, s); break;
+  }
+  print_migration_prepare(out, r);
+  print_migration(out, r);
+  print_applications(out, r->agent_used, r->prepare);
+}
+
+/* A figure, or null when unknown. */
+static void add_figure(JsonBuilder *b, const char *name, gint64 value) {
+  json_builder_set_member_name(b, name);
+  if (value < 0)
+    json_builder_add_null_value(b);
+  else
+    json_builder_add_int_value(b, value);
+}
+
+static void add_migration(JsonBuilder *b, const VsMigrateResult *r) {
+  const VsMigrationInfo *i = &r->info;
+  gboolean completed = i->status == VS_MIGRATION_COMPLETED;
+
+  json_builder_set_member_name(b, "migration");
+  if (!r->started) {
+    json_builder_add_null_value(b);
+    return;
+  }
+  json_builder_begin_object(b);
+  add_string_or_null(b, "status", vs_migration_status_name(i->status));
+  add_string_or_null(b, "hypervisor_status", i->status_word);
+  add_figure(b, "transferred_bytes", i->transferred_bytes);
+  add_figure(b, "remaining_bytes", i->remaining_bytes);
+  add_figure(b, "total_bytes", i->total_bytes);
+  add_figure(b, "rate_bytes_per_s", i->rate_bytes_per_s);
+  add_figure(b, "total_time_ms", i->total_time_ms);
+  add_figure(b, "setup_time_ms", i->setup_time_ms);
+  add_figure(b, "downtime_ms", completed ? i->downtime_ms : -1);
+  add_figure(b, "expected_downtime_ms", completed ? -1 : i->downtime_ms);
+  add_string_or_null(b, "error", i->error);
+  json_builder_set_member_name(b, "cancelled_by_us");
+  json_builder_add_boolean_value(b, r->cancel_sent);
+  json_builder_end_object(b);
+}
+
+JsonNode *vs_report_migrate_json(const char *guest, const char *destination,
+                                 const VsMigrateResult *r) {
+  g_autoptr(JsonBuilder) b = json_builder_new();
+
+  json_builder_begin_object(b);
+  add_string_or_null(b, "guest", guest);
+  if (destination)
+    add_string_or_null(b, "destination", destination);
+  add_string_or_null(b, "result", vs_migrate_outcome_name(r->outcome));
+  json_builder_set_member_name(b, "exit_status");
+  json_builder_add_int_value(b, vs_migrate_exit_code(r));
+  add_string_or_null(b, "error", r->error ? r->error->message : NULL);
+  if (destination)
+    add_migration(b, r);
+  json_builder_set_member_name(b, "phases_us");
+  json_builder_begin_object(b);
+  add_us(b, "prepare", r->prepare_us);
+  if (destination)
+    add_us(b, "migrate", r->migrate_us);
+  add_us(b, "total", r->total_us);
+  json_builder_end_object(b);
+  add_agent(b, r->agent_used, r->agent_note, r->prepare);
+  add_applications(b, r->prepare);
+  add_warnings(b, r->warnings);
   json_builder_end_object(b);
   return json_builder_get_root(b);
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What virt-shrink prints: the setmem report (for people, or JSON for
- * scripts), the progress bar (only on a terminal), and the status (a table
- * of the guest's shrinkers, or the agent's JSON plus the host's view).
+ * What virt-shrink prints: the setmem and migrate reports (for people, or
+ * JSON for scripts), the progress bars (only on a terminal), and the status
+ * (a table of the guest's shrinkers, or the agent's JSON plus the host's
+ * view).
  */
 #pragma once
 
@@ -12,6 +13,7 @@
 #include <json-glib/json-glib.h>
 
 #include "backend.h"
+#include "migrate.h"
 #include "setmem.h"
 
 /* ---- progress bar ---- */
@@ -29,6 +31,11 @@ void vs_progress_bar_init(VsProgressBar *bar, FILE *out, gboolean wanted);
 /* Redraws the bar in place (a VsSetmemOptions.progress callback; @data is
  * the VsProgressBar). */
 void vs_progress_bar_update(const VsProgress *progress, gpointer data);
+
+/* Redraws the bar of a migration in place: the share sent, the bytes sent
+ * and left, the rate, the time and the status (a VsMigrateOptions.progress
+ * callback; @data is the VsProgressBar). */
+void vs_progress_bar_migration(const VsMigrateProgress *progress, gpointer data);
 
 /* Ends the bar's line, if one was drawn. */
 void vs_progress_bar_finish(VsProgressBar *bar);
@@ -63,6 +70,26 @@ void vs_report_setmem_text(FILE *out, const char *guest, const VsSetmemResult *r
 /* The setmem report as JSON (transfer full); @guest is the domain's name
  * or the QMP socket. See virt-shrink(1) for the members. */
 JsonNode *vs_report_setmem_json(const char *guest, const VsSetmemResult *result);
+
+/* ---- migrate, prepare-migration ---- */
+
+/*
+ * Prints the report of a migration to @destination (the URI given), or,
+ * with @destination NULL, of prepare-migration, for people on @out: how it
+ * ended, the agent's soft round (what it freed, measured, MemAvailable
+ * before and after) and the migration's figures (bytes sent, rate, total
+ * time, setup time, downtime), then what each application freed. Prints
+ * nothing for a run that failed before doing anything: the caller prints
+ * the error.
+ */
+void vs_report_migrate_text(FILE *out, const char *guest, const char *destination,
+                            const VsMigrateResult *result);
+
+/* The same as JSON (transfer full); @guest is the domain's name or the QMP
+ * socket, @destination NULL for prepare-migration. See virt-shrink(1) for
+ * the members. */
+JsonNode *vs_report_migrate_json(const char *guest, const char *destination,
+                                 const VsMigrateResult *result);
 
 /* ---- status ---- */
 

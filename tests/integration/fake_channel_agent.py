@@ -5,17 +5,20 @@ QEMU's "-chardev socket,server=on" (and libvirt's channel) does, one client
 at a time. Standard library only.
 
 It answers guest-sync-delimited (0xFF, then the id), guest-sync,
-guest-ping, guest-info, shrinkd-status, shrinkd-prepare and shrinkd-shrink,
-with the protocol's typed errors for unknown commands and bad arguments.
-Misbehaviours for the tests are switched on by attributes:
+guest-ping, guest-info, shrinkd-status, shrinkd-prepare, shrinkd-shrink and
+shrinkd-prepare-migration, with the protocol's typed errors for unknown
+commands and bad arguments. Misbehaviours for the tests are switched on by
+attributes:
 
   silent            accept connections, never answer anything
   junk_on_connect   bytes written to each new client before anything else
                     (e.g. a stale 0xFF + answer meant for an earlier client)
   prepare_delay     seconds to wait before answering shrinkd-prepare
   prepare_error     (class, desc): answer shrinkd-prepare with this error
+  migration_delay   seconds to wait before answering shrinkd-prepare-migration
+  migration_error   (class, desc): answer shrinkd-prepare-migration with this
   close_on          command name: close the connection instead of answering
-  freed_per_app     what each fake application "frees" in prepare rounds
+  freed_per_app     what each fake application "frees" in a round
 
 Every command received is recorded in .log as (monotonic time, name,
 arguments); every answer written in .answers as (monotonic time, name).
@@ -36,6 +39,9 @@ APPS = [
     (101, "cache-server", ["lru-cache", "arena"]),
     (202, "osv-style", ["osv-heap"]),
 ]
+# The sum of the shrinkers' estimates, what shrinkd-prepare-migration's
+# fraction_pct is a share of.
+ESTIMATES_BYTES = 3 * 64 * MiB
 
 
 def round_report(round_id, level, target, freed_per_app, reason="host"):
@@ -109,6 +115,8 @@ class FakeChannelAgent(FakeUnixServer):
         self.junk_on_connect = b""
         self.prepare_delay = 0.0
         self.prepare_error = None
+        self.migration_delay = 0.0
+        self.migration_error = None
         self.close_on = None
         self.freed_per_app = 96 * MiB
         self.mem_total = 1024 * MiB
@@ -221,7 +229,8 @@ class FakeChannelAgent(FakeUnixServer):
 
     def _cmd_guest_info(self, args):
         names = ["guest-sync-delimited", "guest-sync", "guest-ping", "guest-info",
-                 "shrinkd-status", "shrinkd-shrink", "shrinkd-prepare"]
+                 "shrinkd-status", "shrinkd-shrink", "shrinkd-prepare",
+                 "shrinkd-prepare-migration"]
         return {"version": "0.1.0-fake", "supported_commands": [
             {"name": n, "enabled": True, "success-response": True} for n in names]}, b""
 
@@ -247,8 +256,8 @@ class FakeChannelAgent(FakeUnixServer):
     def _cmd_shrinkd_status(self, args):
         return self.status(), b""
 
-    def _new_round(self, level, target):
-        r = round_report(self._next_round, level, target, self.freed_per_app)
+    def _new_round(self, level, target, reason="host"):
+        r = round_report(self._next_round, level, target, self.freed_per_app, reason)
         self._next_round += 1
         self.rounds.append(r)
         return r
@@ -280,6 +289,30 @@ class FakeChannelAgent(FakeUnixServer):
         return {"current_size_bytes": self.mem_total, "new_size_bytes": new_size,
                 "needed_bytes": needed, "free_bytes": self.mem_free, "freed_bytes": freed,
                 "ready": freed >= needed, "rounds": rounds}, b""
+
+    def _cmd_shrinkd_prepare_migration(self, args):
+        # As the agent does (docs/channel-protocol.md): one soft round, reason
+        # "migration", for fraction_pct % of the shrinkers' estimates.
+        deadline = self._int_arg(args, "deadline_ms", default=3000)
+        pct = self._int_arg(args, "fraction_pct", default=100)
+        if not 1 <= deadline <= 600000:
+            raise ValueError("argument 'deadline_ms' must be between 1 and 600000")
+        if not 1 <= pct <= 100:
+            raise ValueError("argument 'fraction_pct' must be between 1 and 100")
+        unknown = set(args) - {"deadline_ms", "fraction_pct"}
+        if unknown:
+            raise ValueError("unknown argument '%s'" % sorted(unknown)[0])
+        if self.migration_delay:
+            time.sleep(self.migration_delay)
+        if self.migration_error:
+            klass, desc = self.migration_error
+            return {"error": {"class": klass, "desc": desc}}, b""
+        target = -(-ESTIMATES_BYTES * pct // 100)
+        r = self._new_round("soft", target, reason="migration")
+        return {"freed_bytes": r["claimed_bytes"], "measured_bytes": r["measured_bytes"],
+                "mem_available_before_bytes": r["mem_available_before_bytes"],
+                "mem_available_after_bytes": r["mem_available_after_bytes"],
+                "target_bytes": target, "ready": True, "rounds": [r]}, b""
 
 
 def main():

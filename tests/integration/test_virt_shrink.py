@@ -26,12 +26,23 @@ BUILD = os.environ.get("SHRINKD_BUILD_DIR",
 VIRT_SHRINK = os.path.join(BUILD, "host-tools", "virt-shrink")
 MiB = 1 << 20
 EXIT_OK, EXIT_FAILED, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2, 64
+EXIT_CANCELLED, EXIT_TIMEOUT = 3, 4
 
 
 class FakeQmp(FakeUnixServer):
     """QEMU's QMP socket, one client at a time, with a balloon that moves
     towards its target at `rate` bytes/s and cannot inflate below
-    `stall_at` (memory the guest's applications hold)."""
+    `stall_at` (memory the guest's applications hold), and an outgoing
+    migration (migrate, query-migrate, migrate_cancel,
+    migrate-set-parameters) as QEMU reports it: "setup" for `mig_setup`
+    seconds, then "active" with ram.transferred growing at `mig_rate`
+    bytes/s (at most max-bandwidth) until the guest's memory is sent, then
+    "completed" with a downtime of `mig_downtime` ms. Misbehaviours:
+
+      mig_converges   False: 64 MiB always remain (only a cancel ends it)
+      mig_fail_after  seconds of "active" after which it is "failed"
+      mig_start_error (class, desc): the answer to migrate
+    """
 
     def __init__(self, path, base=1024 * MiB):
         self.base = base
@@ -41,6 +52,14 @@ class FakeQmp(FakeUnixServer):
         self.stall_at = None
         self.status = "running"
         self.events = True
+        self.mig = None  # the migration: {"uri", "t0", "cancel_at", "final"}
+        self.mig_rate = 2048 * MiB
+        self.mig_setup = 0.1
+        self.mig_downtime = 37
+        self.mig_converges = True
+        self.mig_fail_after = None
+        self.mig_start_error = None
+        self.parameters = {}
         self.log = []  # (monotonic time, command, arguments)
         self._t = time.monotonic()
         super().__init__(path)
@@ -67,6 +86,51 @@ class FakeQmp(FakeUnixServer):
             self.actual = max(floor, self.actual - step) if self.actual > floor else self.actual
         elif self.actual < self.target:
             self.actual = min(self.target, self.actual + step)
+
+    def cancel_migration(self):
+        """As another QMP client (libvirt, an operator) would."""
+        with self._lock:
+            self.mig["cancel_at"] = time.monotonic()
+
+    def _migration(self):
+        m = self.mig
+        if m is None:
+            return {}  # what QEMU answers before any migration
+        if "final" in m:
+            return m["final"]
+        now = time.monotonic()
+        t = now - m["t0"]
+        setup_ms = int(min(t, self.mig_setup) * 1000)
+        rate = min(self.mig_rate, self.parameters.get("max-bandwidth", self.mig_rate))
+        sent = int(max(0.0, t - self.mig_setup) * rate)
+        remaining = max(0, self.base - sent)
+        if not self.mig_converges:
+            remaining = max(remaining, 64 * MiB)
+        ram = {"transferred": sent, "remaining": remaining, "total": self.base,
+               "duplicate": 12, "normal": sent // 4096, "normal-bytes": sent // 4096 * 4096,
+               "dirty-sync-count": 1, "page-size": 4096, "mbps": rate * 8 / 1e6}
+        info = {"status": "active", "total-time": int(t * 1000), "setup-time": setup_ms,
+                "expected-downtime": 300, "ram": ram}
+        if m["cancel_at"] is not None:
+            if now - m["cancel_at"] < 0.1:
+                info["status"] = "cancelling"
+                return info
+            m["final"] = dict(info, status="cancelled")
+            del m["final"]["expected-downtime"]
+        elif t < self.mig_setup:
+            return {"status": "setup", "total-time": int(t * 1000), "expected-downtime": 300,
+                    "ram": dict(ram, transferred=0, remaining=self.base)}
+        elif self.mig_fail_after is not None and t - self.mig_setup >= self.mig_fail_after:
+            m["final"] = {"status": "failed", "total-time": int(t * 1000),
+                          "error-desc": "Unable to write to socket: Connection reset by peer"}
+        elif remaining == 0:
+            done = dict(info, status="completed", downtime=self.mig_downtime)
+            # Pages dirtied while it ran were sent again.
+            done["ram"] = dict(ram, transferred=self.base + 3 * MiB, remaining=0)
+            del done["expected-downtime"]
+            m["final"] = done
+            self.status = "postmigrate"
+        return m.get("final", info)
 
     def _send(self, conn, obj):
         conn.sendall(json.dumps(obj).encode() + b"\r\n")
@@ -122,6 +186,24 @@ class FakeQmp(FakeUnixServer):
                                "running": self.status == "running"}}
         if cmd == "query-memory-size-summary":
             return {"return": {"base-memory": self.base}}
+        if cmd == "migrate-set-parameters":
+            self.parameters.update(args)
+            return {"return": {}}
+        if cmd == "migrate":
+            if self.mig_start_error:
+                klass, desc = self.mig_start_error
+                return {"error": {"class": klass, "desc": desc}}
+            if self.mig and "final" not in self.mig:
+                return {"error": {"class": "GenericError",
+                                  "desc": "There's a migration process in progress"}}
+            self.mig = {"uri": args["uri"], "t0": time.monotonic(), "cancel_at": None}
+            return {"return": {}}
+        if cmd == "query-migrate":
+            return {"return": self._migration()}
+        if cmd == "migrate_cancel":
+            if self.mig and "final" not in self.mig and self.mig["cancel_at"] is None:
+                self.mig["cancel_at"] = time.monotonic()
+            return {"return": {}}
         return {"error": {"class": "CommandNotFound", "desc": "The command %s has not been found" % cmd}}
 
 
@@ -165,7 +247,10 @@ class CommandLine(unittest.TestCase):
         p = run(["--help"])
         self.assertEqual(p.returncode, 0)
         for word in ("setmem DOMAIN SIZE", "status DOMAIN", "watch DOMAIN", "--qmp", "--channel",
-                     "--no-agent", "KiB", "Exit status", "64"):
+                     "--no-agent", "KiB", "Exit status", "64", "migrate DOMAIN DESTURI",
+                     "prepare-migration DOMAIN", "shrinkd-prepare-migration", "--bandwidth",
+                     "--migrateuri", "--persistent", "--undefinesource", "--xml", "--fraction",
+                     "3   migrate: cancelled", "4   migrate: not completed at --timeout"):
             self.assertIn(word, p.stdout)
         p = run(["--version"])
         self.assertEqual(p.returncode, 0)
@@ -179,7 +264,7 @@ class CommandLine(unittest.TestCase):
                           (["status", "d", "extra"], "unexpected argument"),
                           (["-c", "test:///default", "--qmp", "/x", "status"], "exclude"),
                           (["--channel", "/x", "status", "d"], "goes with --qmp"),
-                          (["status", "d", "--deadline", "5"], "go with setmem"),
+                          (["status", "d", "--deadline", "5"], "goes with setmem"),
                           (["setmem", "d", "1G", "--deadline", "x"], "--deadline"),
                           (["setmem", "d", "1G", "--timeout", "-1"], "--timeout"),
                           (["setmem", "d", "1G", "--no-agent", "--require-agent"], "exclude"),
@@ -478,6 +563,356 @@ class Watch(Base):
             w.stderr.close()
 
 
+class QmpMigrate(Base):
+    """migrate over plain QEMU: the agent's soft round, then QMP migrate,
+    followed with query-migrate to its end."""
+
+    def migrate(self, *args, **kw):
+        return self.vs("migrate", "tcp:dest:4444", *args, **kw)
+
+    def prepare_args(self):
+        return [a for _, c, a in self.agent.log if c == "shrinkd-prepare-migration"]
+
+    def test_soft_round_then_migration_completes(self):
+        p = self.migrate("--json")
+        self.assertExit(p, EXIT_OK)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "completed")
+        self.assertEqual(r["exit_status"], 0)
+        self.assertIsNone(r["error"])
+        self.assertEqual(r["destination"], "tcp:dest:4444")
+        self.assertEqual(r["guest"], self.qmp_path)
+        m = r["migration"]
+        self.assertEqual(m["status"], "completed")
+        self.assertEqual(m["hypervisor_status"], "completed")
+        self.assertEqual(m["transferred_bytes"], 1027 * MiB)
+        self.assertEqual(m["remaining_bytes"], 0)
+        self.assertEqual(m["total_bytes"], 1024 * MiB)
+        self.assertEqual(m["rate_bytes_per_s"], 2048 * MiB)
+        self.assertEqual(m["downtime_ms"], 37)
+        self.assertIsNone(m["expected_downtime_ms"])
+        self.assertEqual(m["setup_time_ms"], 100)
+        self.assertGreaterEqual(m["total_time_ms"], 600)
+        self.assertFalse(m["cancelled_by_us"])
+        # The agent was asked once, with the default deadline, and answered
+        # before QEMU was told to migrate.
+        self.assertEqual(self.prepare_args(), [{"deadline_ms": 3000}])
+        self.assertTrue(r["agent"]["used"])
+        rounds = r["agent"]["prepare"]["rounds"]
+        self.assertEqual([(x["level"], x["reason"]) for x in rounds], [("soft", "migration")])
+        answered = [t for t, c in self.agent.answers if c == "shrinkd-prepare-migration"]
+        self.assertLess(answered[0], self.qmp.when("migrate")[0])
+        self.assertEqual([a for _, c, a in self.qmp.log if c == "migrate"],
+                         [{"uri": "tcp:dest:4444"}])
+        self.assertNotIn("migrate-set-parameters", self.qmp.commands())
+        self.assertNotIn("migrate_cancel", self.qmp.commands())
+        self.assertGreaterEqual(self.qmp.commands().count("query-migrate"), 2)
+        apps = {a["client"]: a for a in r["applications"]}
+        self.assertEqual(set(apps), {"cache-server", "osv-style"})
+        self.assertEqual(apps["cache-server"]["freed_bytes"], 96 * MiB)
+        self.assertEqual(r["warnings"], [])
+        for phase in ("prepare", "migrate", "total"):
+            self.assertIsInstance(r["phases_us"][phase], int)
+        self.assertEqual(set(r), {"guest", "destination", "result", "exit_status", "error",
+                                  "migration", "phases_us", "agent", "applications", "warnings"})
+
+    def test_human_report(self):
+        p = self.migrate("--deadline", "1500", "--fraction", "50")
+        self.assertExit(p, EXIT_OK)
+        out = p.stdout
+        self.assertIn("QEMU at %s: migrated to tcp:dest:4444 in " % self.qmp_path, out)
+        self.assertRegex(out, r"prepare +[\d.]+ ms +the guest freed 192 MiB \(measured 191 MiB; "
+                              r"available 200 MiB -> 392 MiB; 1 round; ready\)")
+        self.assertRegex(out, r"migrate +[\d.]+ ms +completed: sent 1\.00 GiB, left 0 B, at "
+                              r"2 GiB/s; total \d+ ms, setup 100 ms, downtime 37 ms\n")
+        self.assertRegex(out, r"101 +cache-server +lru-cache,arena +[\d.]+ MiB +96 MiB +0 of 2")
+        self.assertNotIn("\r", out)  # no progress bar when stdout is not a terminal
+        self.assertEqual(p.stderr, "")
+        self.assertEqual(self.prepare_args(), [{"deadline_ms": 1500, "fraction_pct": 50}])
+
+    def test_bandwidth_is_set_before_the_migration(self):
+        self.qmp.mig_rate = 4096 * MiB
+        p = self.migrate("--bandwidth", "512", "--json")
+        self.assertExit(p, EXIT_OK)
+        cmds = self.qmp.commands()
+        self.assertLess(cmds.index("migrate-set-parameters"), cmds.index("migrate"))
+        self.assertEqual([a for _, c, a in self.qmp.log if c == "migrate-set-parameters"],
+                         [{"max-bandwidth": 512 * MiB}])
+        # The fake QEMU obeys it: 1 GiB at 512 MiB/s.
+        r = json.loads(p.stdout)
+        self.assertEqual(r["migration"]["rate_bytes_per_s"], 512 * MiB)
+        self.assertGreaterEqual(r["migration"]["total_time_ms"], 2000)
+
+    def test_agent_absent_the_migration_still_runs(self):
+        missing = os.path.join(self.dir, "nothing-here.sock")
+        p = self.migrate(channel=missing)
+        self.assertExit(p, EXIT_OK)
+        self.assertIn("warning: no guest agent: cannot connect to the guest agent channel at %s"
+                      % missing, p.stderr)
+        self.assertIn("migrating without a soft round first", p.stderr)
+        self.assertIn("migrated to tcp:dest:4444", p.stdout)
+        self.assertEqual(len(self.qmp.when("migrate")), 1)
+
+    def test_no_channel_option(self):
+        p = self.migrate("--json", channel=False)
+        self.assertExit(p, EXIT_OK)
+        r = json.loads(p.stdout)
+        self.assertFalse(r["agent"]["used"])
+        self.assertIn("--channel", r["agent"]["note"])
+        self.assertEqual(len(r["warnings"]), 1)
+        self.assertEqual(r["applications"], [])
+
+    def test_silent_agent_is_waited_for_a_bounded_time(self):
+        self.agent.silent = True
+        p = self.migrate("--agent-timeout", "300")
+        self.assertExit(p, EXIT_OK)
+        self.assertIn("no answer to guest-sync-delimited within 300 ms", p.stderr)
+        self.assertLess(p.elapsed, 4)
+        self.assertEqual(len(self.qmp.when("migrate")), 1)
+
+    def test_agent_error_migrates_anyway(self):
+        self.agent.migration_error = ("Busy", "a round is running and the queue is full")
+        p = self.migrate("--json")
+        self.assertExit(p, EXIT_OK)
+        self.assertIn("warning: the guest agent could not prepare the migration: a round is "
+                      "running and the queue is full (Busy); migrating anyway", p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "completed")
+        self.assertIn("(Busy)", r["agent"]["note"])
+        self.assertEqual(len(self.qmp.when("migrate")), 1)
+
+    def test_slow_agent_is_bounded_by_deadline_plus_margin(self):
+        self.agent.migration_delay = 4.0
+        p = self.migrate("--deadline", "200", "--json")
+        self.assertExit(p, EXIT_OK)
+        r = json.loads(p.stdout)
+        self.assertIn("no answer from the guest agent within 2200 ms", r["agent"]["note"])
+        self.assertGreaterEqual(r["phases_us"]["prepare"], 2200000)
+        self.assertLess(p.elapsed, 3.9)
+
+    def test_require_agent(self):
+        # An agent without the command (an older shrinkd): nothing migrates.
+        self.agent.migration_error = ("CommandNotFound",
+                                      "The command shrinkd-prepare-migration has not been found")
+        p = self.migrate("--require-agent", "--json")
+        self.assertExit(p, EXIT_FAILED)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "failed")
+        self.assertIsNone(r["migration"])
+        self.assertIn("did not prepare the migration (--require-agent)", p.stderr)
+        self.assertIn("(CommandNotFound)", p.stderr)
+        self.assertEqual(self.qmp.when("migrate"), [])
+        # No agent at all: the same.
+        self.agent.silent = True
+        p = self.migrate("--require-agent", "--agent-timeout", "200")
+        self.assertExit(p, EXIT_FAILED)
+        self.assertIn("did not prepare the migration (--require-agent)", p.stderr)
+        self.assertEqual(self.qmp.when("migrate"), [])
+        # With one, it migrates.
+        self.agent.silent = False
+        self.agent.migration_error = None
+        self.assertExit(self.migrate("--require-agent"), EXIT_OK)
+
+    def test_no_agent_flag_never_connects(self):
+        p = self.migrate("--no-agent")
+        self.assertExit(p, EXIT_OK)
+        self.assertEqual(self.agent.connections, 0)
+        self.assertEqual(p.stderr, "")
+        self.assertIn("not asked (--no-agent)", p.stdout)
+
+    def test_migration_fails(self):
+        self.qmp.mig_fail_after = 0.2
+        p = self.migrate("--json")
+        self.assertExit(p, EXIT_FAILED)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "failed")
+        self.assertEqual(r["exit_status"], 1)
+        self.assertEqual(r["migration"]["status"], "failed")
+        self.assertEqual(r["migration"]["error"],
+                         "Unable to write to socket: Connection reset by peer")
+        self.assertIn("virt-shrink: the migration failed: Unable to write to socket: Connection "
+                      "reset by peer", p.stderr)
+        self.assertNotIn("migrate_cancel", self.qmp.commands())
+        p = self.migrate()
+        self.assertExit(p, EXIT_FAILED)
+        self.assertIn("migration to tcp:dest:4444 FAILED after", p.stdout)
+
+    def test_start_refused(self):
+        self.qmp.mig_start_error = ("GenericError", "Failed to connect socket: Connection refused")
+        p = self.migrate()
+        self.assertExit(p, EXIT_FAILED)
+        self.assertIn("virt-shrink: cannot start the migration: QMP migrate: Failed to connect "
+                      "socket: Connection refused (GenericError)", p.stderr)
+        self.assertIn("not started", p.stdout)
+        self.assertNotIn("query-migrate", self.qmp.commands())
+
+    def test_timeout_cancels(self):
+        self.qmp.mig_converges = False
+        p = self.migrate("--timeout", "0.5", "--json")
+        self.assertExit(p, EXIT_TIMEOUT)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "timeout")
+        self.assertEqual(r["exit_status"], 4)
+        self.assertEqual(r["migration"]["status"], "cancelled")
+        self.assertTrue(r["migration"]["cancelled_by_us"])
+        self.assertIn("not done after 0.5 s (--timeout) and was cancelled", p.stderr)
+        cancel = self.qmp.when("migrate_cancel")
+        self.assertEqual(len(cancel), 1)
+        self.assertAlmostEqual(cancel[0] - self.qmp.when("migrate")[0], 0.5, delta=0.25)
+        self.assertLess(p.elapsed, 4)
+
+    def test_interrupt_cancels(self):
+        self.qmp.mig_converges = False
+        w = subprocess.Popen([VIRT_SHRINK, "--qmp", self.qmp_path, "--channel", self.chan_path,
+                              "migrate", "tcp:dest:4444", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.wait_for_queries(2)
+            w.send_signal(signal.SIGINT)
+            out, err = w.communicate(timeout=10)
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.communicate()
+        self.assertEqual(w.returncode, EXIT_CANCELLED, err)
+        self.assertEqual(len(self.qmp.when("migrate_cancel")), 1)
+        r = json.loads(out)
+        self.assertEqual(r["result"], "cancelled")
+        self.assertTrue(r["migration"]["cancelled_by_us"])
+        self.assertIn("interrupted: the migration was cancelled", err)
+
+    def test_cancelled_by_another_client(self):
+        self.qmp.mig_converges = False
+        w = subprocess.Popen([VIRT_SHRINK, "--qmp", self.qmp_path, "migrate", "tcp:dest:4444"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.wait_for_queries(2)
+            self.qmp.cancel_migration()
+            out, err = w.communicate(timeout=10)
+        finally:
+            if w.poll() is None:
+                w.kill()
+                w.communicate()
+        self.assertEqual(w.returncode, EXIT_CANCELLED, err)
+        self.assertEqual(self.qmp.when("migrate_cancel"), [])
+        self.assertIn("CANCELLED after", out)
+        self.assertIn("cancelled (not by virt-shrink)", err)
+
+    def wait_for_queries(self, n, timeout=10):
+        end = time.monotonic() + timeout
+        while len(self.qmp.when("query-migrate")) < n:
+            self.assertLess(time.monotonic(), end, "no query-migrate")
+            time.sleep(0.02)
+
+    def test_progress_bar_on_a_terminal(self):
+        self.qmp.mig_rate = 1024 * MiB
+        text = run_on_pty([VIRT_SHRINK, "--qmp", self.qmp_path, "--channel", self.chan_path,
+                           "migrate", "tcp:dest:4444"])
+        self.assertIn("\r[", text)
+        self.assertRegex(text, r"\[#*-*\] +\d+%  sent [\d.]+ [KMG]?i?B, left [\d.]+ [KMG]?i?B, "
+                               r"[\d.]+ [KMG]?i?B/s  [\d.]+ s  active")
+        self.assertIn("100%", text)
+        self.assertIn("migrated to tcp:dest:4444", text)
+
+    def test_usage_errors(self):
+        for args, why in [(["migrate"], "migrate needs a URI"),
+                          (["migrate", "tcp:x:1", "extra"], "unexpected argument"),
+                          (["migrate", "tcp:x:1", "--xml", "f"], "--xml goes with libvirt"),
+                          (["migrate", "tcp:x:1", "--migrateuri", "tcp://x"], "goes with libvirt"),
+                          (["migrate", "tcp:x:1", "--persistent"], "goes with libvirt"),
+                          (["migrate", "tcp:x:1", "--undefinesource"], "goes with libvirt"),
+                          (["migrate", "tcp:x:1", "--bandwidth", "0"], "--bandwidth"),
+                          (["migrate", "tcp:x:1", "--fraction", "101"], "--fraction"),
+                          (["migrate", "tcp:x:1", "--interval", "100"], "--interval goes with watch"),
+                          (["migrate", "tcp:x:1", "--no-agent", "--require-agent"], "exclude"),
+                          (["setmem", "1G", "--bandwidth", "10"], "--bandwidth goes with migrate"),
+                          (["setmem", "1G", "--fraction", "10"], "--fraction goes with migrate"),
+                          (["prepare-migration", "--no-agent"], "--no-agent goes with"),
+                          (["prepare-migration", "--timeout", "3"], "--timeout goes with"),
+                          (["prepare-migration", "x"], "unexpected argument")]:
+            p = self.vs(*args)
+            self.assertExit(p, EXIT_USAGE)
+            self.assertIn(why, p.stderr, args)
+        self.assertEqual(self.qmp.connections, 0)
+        self.assertEqual(self.agent.connections, 0)
+
+
+class PrepareMigration(Base):
+    def test_json(self):
+        p = self.vs("prepare-migration", "--json", "--fraction", "25")
+        self.assertExit(p, EXIT_OK)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "prepared")
+        self.assertEqual(r["exit_status"], 0)
+        self.assertTrue(r["agent"]["used"])
+        prep = r["agent"]["prepare"]
+        self.assertEqual(prep["target_bytes"], 48 * MiB)
+        self.assertTrue(prep["ready"])
+        self.assertEqual(len(prep["rounds"]), 1)
+        self.assertEqual(set(r["phases_us"]), {"prepare", "total"})
+        self.assertNotIn("migration", r)
+        self.assertNotIn("destination", r)
+        self.assertEqual(len(r["applications"]), 2)
+        self.assertEqual([a for _, c, a in self.agent.log if c == "shrinkd-prepare-migration"],
+                         [{"deadline_ms": 3000, "fraction_pct": 25}])
+        # Nothing was migrated.
+        self.assertNotIn("migrate", self.qmp.commands())
+
+    def test_human_report(self):
+        p = self.vs("prepare-migration")
+        self.assertExit(p, EXIT_OK)
+        self.assertIn("QEMU at %s: the guest agent prepared for a migration in" % self.qmp_path,
+                      p.stdout)
+        self.assertRegex(p.stdout, r"prepare +[\d.]+ ms +the guest freed 192 MiB")
+        self.assertRegex(p.stdout, r"202 +osv-style +osv-heap")
+        self.assertEqual(p.stderr, "")
+
+    def test_without_agent(self):
+        self.agent.silent = True
+        p = self.vs("prepare-migration", "--agent-timeout", "200")
+        self.assertExit(p, EXIT_FAILED)
+        self.assertEqual(p.stdout, "")
+        self.assertIn("virt-shrink: the guest agent did not prepare the migration: cannot connect "
+                      "to the guest agent channel", p.stderr)
+        p = self.vs("prepare-migration", "--json", channel=False)
+        self.assertExit(p, EXIT_FAILED)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["result"], "failed")
+        self.assertIn("--channel", r["agent"]["note"])
+
+    def test_agent_error(self):
+        self.agent.migration_error = ("InvalidParameter", "argument 'fraction_pct' must be 1..100")
+        p = self.vs("prepare-migration")
+        self.assertExit(p, EXIT_FAILED)
+        self.assertIn("argument 'fraction_pct' must be 1..100 (InvalidParameter)", p.stderr)
+
+
+def run_on_pty(argv):
+    """Runs @argv with its stdout on a terminal; returns what it wrote
+    there, after checking that it exited 0."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            r, _, _ = select.select([master], [], [], 10)
+            if not r:
+                break
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    rc = p.wait(10)
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    assert rc == 0, (rc, err)
+    return out.decode()
+
+
 def write_test_node(directory, channel_path, name="shrinkd-fake"):
     """A libvirt test-driver node file: one running domain of 1 GiB with our
     channel on @channel_path."""
@@ -556,6 +991,53 @@ class LibvirtTestDriver(Base):
         p = run(["-c", self.uri, "setmem", "shrinkd-fake", "2G"])
         self.assertExit(p, EXIT_FAILED)
         self.assertIn("above the maximum memory of domain 'shrinkd-fake'", p.stderr)
+
+
+class LibvirtMigrate(Base):
+    """migrate and prepare-migration over libvirt's test driver: the agent
+    from the domain's channel, then virDomainMigrateToURI3 in its thread,
+    which the test driver refuses (it has no peer-to-peer migration)."""
+
+    def setUp(self):
+        super().setUp()
+        self.uri = "test://" + write_test_node(self.dir, self.chan_path)
+
+    def test_prepare_migration(self):
+        p = run(["-c", self.uri, "prepare-migration", "shrinkd-fake", "--json"])
+        self.assertExit(p, EXIT_OK)
+        r = json.loads(p.stdout)
+        self.assertEqual(r["guest"], "shrinkd-fake")
+        self.assertEqual(r["result"], "prepared")
+        self.assertEqual(r["agent"]["prepare"]["rounds"][0]["reason"], "migration")
+
+    def test_migrate_refused_by_the_driver_after_the_soft_round(self):
+        p = run(["-c", self.uri, "migrate", "shrinkd-fake", "qemu+ssh://dest/system", "--json",
+                 "--bandwidth", "100", "--persistent", "--undefinesource",
+                 "--migrateuri", "tcp://10.0.0.2"])
+        self.assertExit(p, EXIT_FAILED)
+        r = json.loads(p.stdout)
+        self.assertTrue(r["agent"]["used"])
+        self.assertEqual(r["destination"], "qemu+ssh://dest/system")
+        self.assertEqual(r["result"], "failed")
+        self.assertEqual(r["migration"]["status"], "failed")
+        self.assertIn("migration is not supported", r["migration"]["error"])
+        self.assertIn("virt-shrink: the migration failed: ", p.stderr)
+        self.assertIn("migration is not supported", p.stderr)
+        self.assertEqual([c for c in self.agent.commands() if c.startswith("shrinkd")],
+                         ["shrinkd-prepare-migration"])
+
+    def test_xml_file_is_read(self):
+        p = run(["-c", self.uri, "migrate", "shrinkd-fake", "qemu:///x", "--no-agent",
+                 "--xml", os.path.join(self.dir, "missing.xml")])
+        self.assertExit(p, EXIT_FAILED)
+        self.assertIn("virt-shrink: --xml: ", p.stderr)
+        self.assertIn("missing.xml", p.stderr)
+        self.assertEqual(p.stdout, "")
+
+    def test_usage(self):
+        p = run(["-c", self.uri, "migrate", "shrinkd-fake"])
+        self.assertExit(p, EXIT_USAGE)
+        self.assertIn("migrate needs a DESTURI", p.stderr)
 
 
 class ProgressBar(Base):
