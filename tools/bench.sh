@@ -17,5 +17,8 @@ echo
 echo "== libvirt: virt-shrink setmem (the guest warned first) against virsh setmem (reactive)"
 python3 bench/vm-libvirt.py "$BUILD_DIR"
 echo
+echo "== live migration: bytes sent without shrinkd, with shrinkd reactive, with virt-shrink"
+python3 bench/vm-migrate.py "$BUILD_DIR"
+echo
 echo "== the host channel: guest-ping round trip, shrinkd against qemu-ga"
 python3 bench/channel-ping.py "$BUILD_DIR"

@@ -338,6 +338,7 @@ class LibvirtGuest(vmlib.Guest):
             "    <emulator>/usr/bin/qemu-system-x86_64</emulator>\n"
             "    <serial type='unix'>\n"
             "      <source mode='bind' path='%s'/>\n"
+            "      <log file='%s' append='on'/>\n"
             "      <target port='0'/>\n"
             "    </serial>\n"
             "%s"
@@ -348,7 +349,8 @@ class LibvirtGuest(vmlib.Guest):
             "</domain>\n" % (
                 "kvm" if self.accel == "kvm" else "qemu", qemu_ns, _xml_escape(self.domain),
                 mem_kib, mem_kib, iothreads, _xml_escape(self.kernel), _xml_escape(self.initrd),
-                _xml_escape(append), _xml_escape(self.console_path), chans, balloon_attrs, stats,
+                _xml_escape(append), _xml_escape(self.console_path),
+                _xml_escape(os.path.join(self.dir, "console-qemu.log")), chans, balloon_attrs, stats,
                 qemu_override))
 
     def start(self):
@@ -368,14 +370,51 @@ class LibvirtGuest(vmlib.Guest):
             raise vmlib.BootError("%s: virsh create failed: %s\nQEMU log:\n%s" % (
                 self.name, r.stderr.strip(), self.libvirtd.qemu_log(self.domain)[-2000:]))
         self.create_s = time.monotonic() - self.t_start
+        self._connect()
+
+    def _connect(self):
         pid = self.libvirtd.qemu_pid(self.domain)
         if pid is None:
-            raise vmlib.BootError("%s: no QEMU pid file after virsh create" % self.name)
+            raise vmlib.BootError("%s: no QEMU pid file for %s" % (self.name, self.domain))
         self.proc = _DomainProcess(self, pid, _Console(self.console_path))
         vmlib._live_guests.add(self)
         self._reader_thread = vmlib.threading.Thread(target=self._reader,
                                                      name="serial-" + self.name, daemon=True)
         self._reader_thread.start()
+
+    def migration_xml(self, dest_name):
+        """The domain's migratable XML with its console and port sockets
+        moved to the guest directory dest_name (the destination's QEMU must
+        not take the source's sockets), and a LibvirtGuest (not started) that
+        attach() connects to the domain there once migrated. Returns
+        (xml_path, guest)."""
+        xml = self.libvirtd.virsh("dumpxml", "--migratable", self.domain).stdout
+        dest = LibvirtGuest(None, self.workdir, name=dest_name, domain=self.domain,
+                            start=False, initrd=self.initrd, ports=self.ports,
+                            mem_mib=self.mem_mib, **self._opts_without_ports())
+        for path, new in [(self.console_path, dest.console_path),
+                          (os.path.join(self.dir, "console-qemu.log"),
+                           os.path.join(dest.dir, "console-qemu.log"))] + [
+                (self._port_paths[p], dest._port_paths[p]) for p in self.ports]:
+            xml = xml.replace("'%s'" % _xml_escape(path), "'%s'" % _xml_escape(new))
+        xml_path = os.path.join(dest.dir, "domain-migrate.xml")
+        with open(xml_path, "w") as f:
+            f.write(xml)
+        return xml_path, dest
+
+    def _opts_without_ports(self):
+        return {k: v for k, v in self._opts.items() if k not in ("ports", "initrd", "mem_mib")}
+
+    def attach(self, libvirtd):
+        """Connects to this guest's domain, already running under libvirtd
+        (after a migration there): console and ports as set at construction."""
+        self.libvirtd = libvirtd
+        for f in ("serial.log", "qmp.log", "qemu.stderr"):
+            setattr(self, {"serial.log": "_serial_log", "qmp.log": "_qmp_log",
+                           "qemu.stderr": "_stderr"}[f], open(os.path.join(self.dir, f), "w"))
+        self.t_start = time.monotonic()
+        self._connect()
+        return self
 
     def _why(self):
         why = super()._why()

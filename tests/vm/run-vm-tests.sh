@@ -34,6 +34,7 @@ run() {
 
 run smoke python3 "$HERE/run-smoke.py" "$WORKDIR"
 run balloon python3 "$HERE/test_balloon.py" "$BUILD_DIR" "$WORKDIR"
+run migration python3 "$HERE/test_migration.py" "$BUILD_DIR" "$WORKDIR"
 run libvirt python3 "$HERE/test_libvirt.py" "$BUILD_DIR" "$WORKDIR"
 
 echo "$passed $failed" > "$out"

@@ -28,6 +28,16 @@ The applications are guestlib.DEFAULT_APPS (about 700 MiB).
       applications alive
   The convergence times of L2 and L1 are printed side by side
   (bench/vm-libvirt.py measures them repeatedly).
+  LM  (issue 5) a live migration between two libvirt daemons on this
+      machine ("two hosts": a second private libvirtd with another host
+      UUID; a save to a file would not do, as libvirt pauses the guest
+      before saving and a paused guest gives no free-page hints): a guest
+      with free-page-hint=on, shrinkd and the applications of
+      test_migration.MIGRATION_APPS; `virt-shrink -c URI migrate DOMAIN
+      DEST_URI --migrateuri tcp:127.0.0.1:PORT --xml FILE --bandwidth 128
+      --json` exits 0 with the migration completed and the agent's soft
+      round (reason migration) in its report; the domain runs on the
+      destination, where the applications are alive and no hard round ran
 
 Ends with "N passed, M failed"; exit 1 on any failure. A daemon or guest
 that cannot start is a failure, never a skip.
@@ -41,6 +51,7 @@ import subprocess
 import sys
 import time
 import traceback
+import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -146,12 +157,20 @@ def boot_libvirt_guest(lv, workdir, img, name):
 def run(c, args, img, timings):
     t = time.monotonic()
     try:
-        lv = libvirtlib.Libvirtd(args.workdir, "lv")
+        # A host UUID of its own: LM migrates to a second daemon, and libvirt
+        # refuses a destination with the source's UUID.
+        lv = libvirtlib.Libvirtd(args.workdir, "lv", host_uuid=str(uuid.uuid4()))
     except Exception as e:
         c.check("libvirtd starts", False, e)
         return
     timings["libvirtd"] = time.monotonic() - t
     c.check("libvirtd starts", True, "%s, up in %.1f s" % (lv.uri, lv.start_s))
+    if args.only == "LM":
+        try:
+            _migration(c, args, lv, img)
+        finally:
+            lv.stop()
+        return
     try:
         vm = boot_libvirt_guest(lv, args.workdir, img, "lvguest")
     except Exception as e:
@@ -177,8 +196,64 @@ def run(c, args, img, timings):
             save_guest_logs(vm)
     except Exception:
         c.check("libvirt tests ran to the end", False, traceback.format_exc())
+    try:
+        t = time.monotonic()
+        _migration(c, args, lv, img)
+        timings["migration"] = time.monotonic() - t
+    except Exception:
+        c.check("libvirt migration ran to the end", False, traceback.format_exc())
     finally:
         lv.stop()
+
+
+def _migration(c, args, lv, img):
+    import test_migration
+    lv2 = libvirtlib.Libvirtd(args.workdir, "lv2", host_uuid=str(uuid.uuid4()))
+    dest_vm = None
+    try:
+        vm = guestlib.boot(args.workdir, img, "lvmig", guest_class=functools.partial(
+            libvirtlib.LibvirtGuest, lv), free_page_hint=True)
+        with vm:
+            vm.touch_free_memory()
+            vm.start_shrinkd(SHRINKD_ARGS)
+            vm.start_apps(test_migration.MIGRATION_APPS)
+            wait_registered(vm, len(test_migration.MIGRATION_APPS))
+            xml_path, dest = vm.g.migration_xml("lvmig-dest")
+            port = 49152 + os.getpid() % 1000
+            rc, out, err, secs = virt_shrink(
+                args.build_dir, lv, "migrate", vm.g.domain, lv2.uri, "--migrateuri",
+                "tcp:127.0.0.1:%d" % port, "--xml", xml_path, "--bandwidth", "128", "--json",
+                "--timeout", "120", timeout=180)
+            for line in err.strip().splitlines()[-4:]:
+                log("   virt-shrink stderr: " + line)
+            try:
+                rep = json.loads(out)
+            except ValueError:
+                rep = {}
+            mig = rep.get("migration") or {}
+            log("virt-shrink migrate (%.2f s, exit %d): %s" % (secs, rc, json.dumps(mig)[:400]))
+            state = lv2.virsh("domstate", vm.g.domain, check=False).stdout.strip()
+            c.check("LM virt-shrink migrate to a second libvirtd completes",
+                    rc == 0 and rep.get("result") == "completed" and state == "running",
+                    "exit %d, result %s, on the destination: %s; %s" % (
+                        rc, rep.get("result"), state or "no domain", err.strip()[-200:]))
+            text = json.dumps(rep.get("agent") or {})
+            c.check("LM the agent's soft round came first, with what it freed",
+                    '"migration"' in text and '"soft"' in text, text[:300])
+        dest_vm = guestlib.BalloonVM(dest.attach(lv2), guestlib.TestPort(dest))
+        dest_vm.apps = dict(vm.apps)
+        st = dest_vm.status()
+        rounds = rounds_of(st)
+        alive = dest_vm.apps_alive()
+        c.check("LM on the destination: applications alive, no hard round",
+                all(alive.values()) and not [x for x in rounds if x.get("level") == "hard"]
+                and [x for x in rounds if x.get("reason") == "migration"],
+                "alive %s; rounds %s" % (alive, [(x["round_id"], x.get("level"), x.get("reason"))
+                                                for x in rounds]))
+    finally:
+        if dest_vm:
+            dest_vm.close()
+        lv2.stop()
 
 
 def _status(c, args, lv, vm):
@@ -266,6 +341,8 @@ def main():
     ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
     ap.add_argument("--wait", type=float, default=60.0,
                     help="seconds a balloon may take to reach its target (default 60)")
+    ap.add_argument("--only", default="all", choices=("all", "LM"),
+                    help="LM: only the migration between two daemons")
     args = ap.parse_args()
     args.workdir = os.path.abspath(args.workdir)
     args.build_dir = os.path.abspath(args.build_dir)
