@@ -16,6 +16,21 @@ void vs_agent_free(VsAgent *agent) {
     agent->ops->free(agent);
 }
 
+JsonNode *vs_backend_ask_agent(VsBackend *backend, guint open_timeout_ms, const char *command,
+                               JsonObject *arguments, guint timeout_ms, GError **error) {
+  g_autoptr(VsAgent) agent = vs_backend_open_agent(backend, open_timeout_ms, error);
+  JsonNode *answer;
+
+  if (!agent)
+    return NULL;
+  answer = vs_agent_call(agent, command, arguments, timeout_ms, error);
+  if (answer && !JSON_NODE_HOLDS_OBJECT(answer)) {
+    g_set_error(error, VS_ERROR, VS_ERROR_PROTOCOL, "%s: the answer is not an object", command);
+    g_clear_pointer(&answer, json_node_unref);
+  }
+  return answer;
+}
+
 gboolean vs_backend_get_memory(VsBackend *backend, VsMemory *out, GError **error) {
   *out = (VsMemory){0};
   return backend->ops->get_memory(backend, out, error);

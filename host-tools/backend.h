@@ -131,6 +131,13 @@ void vs_agent_free(VsAgent *agent);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VsAgent, vs_agent_free)
 
+/* Opens the guest agent (connecting and syncing within @open_timeout_ms),
+ * runs @command with @arguments (borrowed) and closes the channel at once:
+ * another client (a watch) may be waiting for it. Returns the answer,
+ * which must be an object (transfer full), or NULL with @error. */
+JsonNode *vs_backend_ask_agent(VsBackend *backend, guint open_timeout_ms, const char *command,
+                               JsonObject *arguments, guint timeout_ms, GError **error);
+
 /* Fills @out with what the hypervisor knows now (actual_bytes always; the
  * rest when known, else 0). Returns TRUE, or FALSE with @error. */
 gboolean vs_backend_get_memory(VsBackend *backend, VsMemory *out, GError **error);

@@ -132,27 +132,16 @@ static gboolean check_state(Run *run, gboolean *paused) {
 static gboolean prepare(Run *run, const char *required_prefix) {
   const VsMigrateOptions *o = run->opts;
   VsMigrateResult *r = run->r;
-  g_autoptr(VsAgent) agent = NULL;
   g_autoptr(JsonObject) args = json_object_new();
   g_autoptr(JsonNode) answer = NULL;
   g_autoptr(GError) error = NULL;
   gint64 t0 = now(run);
 
-  agent = vs_backend_open_agent(run->backend, o->agent_timeout_ms, &error);
-  if (agent) {
-    json_object_set_int_member(args, "deadline_ms", o->deadline_ms);
-    if (o->fraction_pct)
-      json_object_set_int_member(args, "fraction_pct", o->fraction_pct);
-    answer = vs_agent_call(agent, "shrinkd-prepare-migration", args,
-                           o->deadline_ms + VS_MIGRATE_PREPARE_MARGIN_MS, &error);
-    if (answer && !JSON_NODE_HOLDS_OBJECT(answer)) {
-      g_set_error_literal(&error, VS_ERROR, VS_ERROR_PROTOCOL,
-                          "shrinkd-prepare-migration: the answer is not an object");
-      g_clear_pointer(&answer, json_node_unref);
-    }
-  }
-  /* Free the channel now: another client (a watch) may be waiting for it. */
-  g_clear_pointer(&agent, vs_agent_free);
+  json_object_set_int_member(args, "deadline_ms", o->deadline_ms);
+  if (o->fraction_pct)
+    json_object_set_int_member(args, "fraction_pct", o->fraction_pct);
+  answer = vs_backend_ask_agent(run->backend, o->agent_timeout_ms, "shrinkd-prepare-migration",
+                                args, o->deadline_ms + VS_MIGRATE_PREPARE_MARGIN_MS, &error);
   r->prepare_us = now(run) - t0;
   if (answer) {
     r->agent_used = TRUE;

@@ -92,26 +92,15 @@ static guint64 distance(guint64 a, guint64 b) {
 static gboolean prepare(Run *run) {
   const VsSetmemOptions *o = run->opts;
   VsSetmemResult *r = run->r;
-  g_autoptr(VsAgent) agent = NULL;
   g_autoptr(JsonObject) args = json_object_new();
   g_autoptr(JsonNode) answer = NULL;
   g_autoptr(GError) error = NULL;
   gint64 t0 = now(run);
 
-  agent = vs_backend_open_agent(run->backend, o->agent_timeout_ms, &error);
-  if (agent) {
-    json_object_set_int_member(args, "new_size_bytes", (gint64)o->target_bytes);
-    json_object_set_int_member(args, "deadline_ms", o->deadline_ms);
-    answer = vs_agent_call(agent, "shrinkd-prepare", args,
-                           o->deadline_ms + VS_SETMEM_PREPARE_MARGIN_MS, &error);
-    if (answer && !JSON_NODE_HOLDS_OBJECT(answer)) {
-      g_set_error_literal(&error, VS_ERROR, VS_ERROR_PROTOCOL,
-                          "shrinkd-prepare: the answer is not an object");
-      g_clear_pointer(&answer, json_node_unref);
-    }
-  }
-  /* Free the channel now: another client (a watch) may be waiting for it. */
-  g_clear_pointer(&agent, vs_agent_free);
+  json_object_set_int_member(args, "new_size_bytes", (gint64)o->target_bytes);
+  json_object_set_int_member(args, "deadline_ms", o->deadline_ms);
+  answer = vs_backend_ask_agent(run->backend, o->agent_timeout_ms, "shrinkd-prepare", args,
+                                o->deadline_ms + VS_SETMEM_PREPARE_MARGIN_MS, &error);
   r->prepare_us = now(run) - t0;
   if (answer) {
     r->agent_used = TRUE;
