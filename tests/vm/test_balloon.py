@@ -629,6 +629,33 @@ def main():
     return finish(c, timings)
 
 
+def vm_test_main(description, run, add_args=None):
+    """The main() of a VM test with one run(checks, args, img, timings):
+    arguments BUILD_DIR [WORKDIR] [--wait S] plus add_args(parser)'s, the
+    initramfs prepared (a failure there is a failed check), the summary."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("build_dir")
+    ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
+    ap.add_argument("--wait", type=float, default=60.0,
+                    help="seconds a balloon may take to reach its target (default 60)")
+    if add_args:
+        add_args(ap)
+    args = ap.parse_args()
+    args.workdir = os.path.abspath(args.workdir)
+    args.build_dir = os.path.abspath(args.build_dir)
+    c = Checks()
+    timings = {}
+    t = time.monotonic()
+    try:
+        img = guestlib.prepare(args.build_dir, args.workdir)
+    except Exception as e:
+        c.check("prepare image", False, e)
+        return finish(c, timings)
+    timings["prepare"] = time.monotonic() - t
+    run(c, args, img, timings)
+    return finish(c, timings)
+
+
 def finish(c, timings):
     timings["total"] = time.monotonic() - log.t0
     log("timings: " + ", ".join("%s %.1f s" % kv for kv in timings.items()))

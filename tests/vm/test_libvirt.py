@@ -43,7 +43,6 @@ Ends with "N passed, M failed"; exit 1 on any failure. A daemon or guest
 that cannot start is a failure, never a skip.
 """
 
-import argparse
 import functools
 import json
 import os
@@ -57,9 +56,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import guestlib  # noqa: E402
 import libvirtlib  # noqa: E402
-import vmlib  # noqa: E402
 from guestlib import MiB, DEFAULT_APPS, rounds_of  # noqa: E402
-from test_balloon import (Checks, OOM_RE, SHRINKD_ARGS, event_table, mib,  # noqa: E402
+from test_balloon import (OOM_RE, SHRINKD_ARGS, event_table, mib,  # noqa: E402
                           save_guest_logs, wait_registered)
 import test_balloon  # noqa: E402
 
@@ -341,27 +339,9 @@ def _reactive(c, args, vm, clk):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("build_dir")
-    ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
-    ap.add_argument("--wait", type=float, default=60.0,
-                    help="seconds a balloon may take to reach its target (default 60)")
-    ap.add_argument("--only", default="all", choices=("all", "LM"),
-                    help="LM: only the migration between two daemons")
-    args = ap.parse_args()
-    args.workdir = os.path.abspath(args.workdir)
-    args.build_dir = os.path.abspath(args.build_dir)
-    c = Checks()
-    timings = {}
-    t = time.monotonic()
-    try:
-        img = guestlib.prepare(args.build_dir, args.workdir)
-    except Exception as e:
-        c.check("prepare image", False, e)
-        return test_balloon.finish(c, timings)
-    timings["prepare"] = time.monotonic() - t
-    run(c, args, img, timings)
-    return test_balloon.finish(c, timings)
+    return test_balloon.vm_test_main(__doc__.split("\n")[0], run, lambda ap: ap.add_argument(
+        "--only", default="all", choices=("all", "LM"),
+        help="LM: only the migration between two daemons"))
 
 
 if __name__ == "__main__":

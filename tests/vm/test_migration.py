@@ -42,7 +42,6 @@ A second QMP monitor is given to virt-shrink, so the test keeps its own.
 Ends with "N passed, M failed"; exit 1 on any failure.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -55,7 +54,7 @@ sys.path.insert(0, HERE)
 import guestlib  # noqa: E402
 import vmlib  # noqa: E402
 from guestlib import MiB, rounds_of  # noqa: E402
-from test_balloon import Checks, OOM_RE, SHRINKD_ARGS, mib, save_guest_logs, wait_registered  # noqa: E402,E501
+from test_balloon import OOM_RE, SHRINKD_ARGS, mib, save_guest_logs, wait_registered  # noqa: E402
 import test_balloon  # noqa: E402
 
 log = test_balloon.log
@@ -268,26 +267,9 @@ def _hint_during_balloon(c, args, vm, timings):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("build_dir")
-    ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
-    ap.add_argument("--bandwidth", type=int, default=DEFAULT_BANDWIDTH_MIB,
-                    help="migration bandwidth cap, MiB/s (default %d)" % DEFAULT_BANDWIDTH_MIB)
-    ap.add_argument("--wait", type=float, default=60.0)
-    args = ap.parse_args()
-    args.workdir = os.path.abspath(args.workdir)
-    args.build_dir = os.path.abspath(args.build_dir)
-    c = Checks()
-    timings = {}
-    t = time.monotonic()
-    try:
-        img = guestlib.prepare(args.build_dir, args.workdir)
-    except Exception as e:
-        c.check("prepare image", False, e)
-        return test_balloon.finish(c, timings)
-    timings["prepare"] = time.monotonic() - t
-    run(c, args, img, timings)
-    return test_balloon.finish(c, timings)
+    return test_balloon.vm_test_main(__doc__.split("\n")[0], run, lambda ap: ap.add_argument(
+        "--bandwidth", type=int, default=DEFAULT_BANDWIDTH_MIB,
+        help="migration bandwidth cap, MiB/s (default %d)" % DEFAULT_BANDWIDTH_MIB))
 
 
 if __name__ == "__main__":
