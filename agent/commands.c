@@ -1,11 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The JSON commands (see commands.h). Requests are parsed with json-glib;
- * replies are written as text with json-writer.h.
+ * The JSON commands (see commands.h). Requests are read with
+ * json-reader.h; replies are written as text with json-writer.h.
  */
 #include "commands.h"
 
-#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
@@ -57,15 +56,16 @@ typedef struct {
   AgentCommandReplyFunc reply;
   gpointer user_data;
   GDestroyNotify destroy;
-  JsonNode *id; /* the request's "id", echoed; may be NULL */
+  /* The request's "id" as JSON text, echoed; may be NULL. Text: the
+   * request's document is gone when a round's reply goes out. */
+  char *id;
   gint64 only_uid;
 } Call;
 
 static void call_free(Call *call) {
   if (call->destroy)
     call->destroy(call->user_data);
-  if (call->id)
-    json_node_unref(call->id);
+  g_free(call->id);
   g_free(call);
 }
 
@@ -80,21 +80,19 @@ static void call_finish(Call *call, AgentJsonWriter *w, GString *out) {
   gsize len;
 
   if (call->id)
-    agent_json_node(w, "id", call->id);
+    agent_json_raw(w, "id", call->id);
   agent_json_end_object(w);
   len = out->len;
   call->reply(g_string_free(out, FALSE), len, call->user_data);
   call_free(call);
 }
 
+/* @desc is valid UTF-8: where it quotes a request (a command or member
+ * name), the reader validated the text and decodes escapes to UTF-8. */
 static void write_error(AgentJsonWriter *w, const char *klass, const char *desc) {
-  /* A description may quote the peer's input: json-glib's parse errors
-   * quote one byte of a multi-byte character. Replies are UTF-8. */
-  g_autofree char *valid = g_utf8_validate(desc, -1, NULL) ? NULL : g_utf8_make_valid(desc, -1);
-
   agent_json_begin_object(w, "error");
   agent_json_string(w, "class", klass);
-  agent_json_string(w, "desc", valid ? valid : desc);
+  agent_json_string(w, "desc", desc);
   agent_json_end_object(w);
 }
 
@@ -115,8 +113,8 @@ static void call_error(Call *call, const char *klass, const char *format, ...) {
   call_finish(call, &w, out);
 }
 
-char *agent_commands_error_text(const char *klass, JsonNode *id, gsize *len, const char *format,
-                                ...) {
+char *agent_commands_error_text(const char *klass, const AgentJsonValue *id, gsize *len,
+                                const char *format, ...) {
   GString *out = g_string_new(NULL);
   g_autofree char *desc = NULL;
   AgentJsonWriter w;
@@ -133,161 +131,6 @@ char *agent_commands_error_text(const char *klass, JsonNode *id, gsize *len, con
   if (len)
     *len = out->len;
   return g_string_free(out, FALSE);
-}
-
-/* ---- parsing under limits ---- */
-
-/* The deepest nesting of arrays and objects in @text, outside strings;
- * stops counting past @limit. */
-static unsigned nesting_depth(const char *text, gsize len, unsigned limit) {
-  unsigned depth = 0, deepest = 0;
-  gboolean in_string = FALSE, escaped = FALSE;
-
-  for (gsize i = 0; i < len && deepest <= limit; i++) {
-    char ch = text[i];
-
-    if (in_string) {
-      if (escaped)
-        escaped = FALSE;
-      else if (ch == '\\')
-        escaped = TRUE;
-      else if (ch == '"')
-        in_string = FALSE;
-      continue;
-    }
-    if (ch == '"') {
-      in_string = TRUE;
-    } else if (ch == '[' || ch == '{') {
-      if (++depth > deepest)
-        deepest = depth;
-    } else if ((ch == ']' || ch == '}') && depth > 0) {
-      depth--;
-    }
-  }
-  return deepest;
-}
-
-/*
- * Checks the tokens in @text where json-glib is lax: it reads a leading
- * zero as octal ("012" is 10), lets an integer beyond 64 bits wrap
- * (9223372036854775808 becomes the most negative one), takes any escape
- * ("\i" is "i") and raw control characters in strings, and reads 1e999
- * as infinity. JSON has none of these; a number we cannot hold is refused
- * rather than taken for another. Returns FALSE with a reason in *@why.
- */
-static gboolean check_tokens(const char *text, gsize len, const char **why) {
-  gboolean in_string = FALSE;
-
-  for (gsize i = 0; i < len; i++) {
-    char ch = text[i];
-    gsize start, digits;
-    gboolean negative;
-
-    if (in_string) {
-      if (ch == '"') {
-        in_string = FALSE;
-      } else if ((unsigned char)ch < 0x20) {
-        *why = "a control character in a string";
-        return FALSE;
-      } else if (ch == '\\') {
-        if (++i == len || !strchr("\"\\/bfnrtu", text[i]) || text[i] == '\0') {
-          *why = "an invalid escape in a string";
-          return FALSE;
-        }
-        if (text[i] == 'u') {
-          for (int k = 0; k < 4; k++) {
-            if (++i == len || !g_ascii_isxdigit(text[i])) {
-              *why = "an invalid \\u escape in a string";
-              return FALSE;
-            }
-          }
-        }
-      }
-      continue;
-    }
-    if (ch == '"') {
-      in_string = TRUE;
-      continue;
-    }
-    /* Outside strings, only numbers have digits or '-' (true, false and
-     * null have none). */
-    if (ch != '-' && !g_ascii_isdigit(ch))
-      continue;
-    negative = ch == '-';
-    start = negative ? i + 1 : i;
-    for (i = start; i < len && g_ascii_isdigit(text[i]); i++)
-      ;
-    digits = i - start;
-    if (digits > 1 && text[start] == '0') {
-      *why = "a number with a leading zero";
-      return FALSE;
-    }
-    if (digits > 0 && (i == len || (text[i] != '.' && text[i] != 'e' && text[i] != 'E')) &&
-        (digits > 19 ||
-         (digits == 19 &&
-          strncmp(text + start, negative ? "9223372036854775808" : "9223372036854775807", 19) >
-              0))) {
-      *why = "an integer beyond 64 bits";
-      return FALSE;
-    }
-    /* The rest of the token (fraction, exponent) is json-glib's, but one
-     * that overflows a double would be read as infinity, which has no JSON
-     * form (an echoed "id" could not be written back). */
-    if (digits > 0 && i < len && (text[i] == '.' || text[i] == 'e' || text[i] == 'E')) {
-      g_autofree char *token = NULL;
-
-      while (i < len && (g_ascii_isdigit(text[i]) || (text[i] && strchr(".eE+-", text[i]))))
-        i++;
-      token = g_strndup(text + start, i - start);
-      if (!isfinite(g_ascii_strtod(token, NULL))) {
-        *why = "a number beyond the range of a double";
-        return FALSE;
-      }
-    }
-    i--;
-  }
-  return TRUE;
-}
-
-JsonNode *agent_commands_parse(const char *text, gsize len, GError **error) {
-  g_autoptr(JsonParser) parser = NULL;
-  g_autoptr(GError) local = NULL;
-  const char *why;
-
-  if (len > AGENT_COMMAND_TEXT_MAX) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID,
-                "request of %" G_GSIZE_FORMAT " bytes exceeds the limit of %d", len,
-                AGENT_COMMAND_TEXT_MAX);
-    return NULL;
-  }
-  /* json-glib would stop at a NUL and judge the text before it. */
-  if (memchr(text, '\0', len)) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request contains a NUL byte");
-    return NULL;
-  }
-  if (!g_utf8_validate_len(text, len, NULL)) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request is not valid UTF-8");
-    return NULL;
-  }
-  if (nesting_depth(text, len, AGENT_COMMAND_NESTING_MAX) > AGENT_COMMAND_NESTING_MAX) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "request nests deeper than %d levels",
-                AGENT_COMMAND_NESTING_MAX);
-    return NULL;
-  }
-  if (!check_tokens(text, len, &why)) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "malformed JSON: %s", why);
-    return NULL;
-  }
-  parser = json_parser_new_immutable();
-  if (!json_parser_load_from_data(parser, text, (gssize)len, &local)) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "malformed JSON: %s", local->message);
-    return NULL;
-  }
-  if (!json_parser_get_root(parser)) {
-    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "empty request");
-    return NULL;
-  }
-  return json_parser_steal_root(parser);
 }
 
 /* ---- the replies' contents ---- */
@@ -592,15 +435,15 @@ static gboolean caller_is_privileged(const AgentCaller *caller) {
 }
 
 /* Reads an integer member; FALSE with a reason in *@why if it is not one. */
-static gboolean get_int_arg(JsonObject *args, const char *name, gint64 min, gint64 max, gint64 *out,
-                            char **why) {
-  JsonNode *n = json_object_get_member(args, name);
+static gboolean get_int_arg(const AgentJsonValue *args, const char *name, gint64 min, gint64 max,
+                            gint64 *out, char **why) {
+  const AgentJsonValue *n = agent_json_reader_member(args, name);
 
-  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_INT64) {
+  if (!n || agent_json_reader_type(n) != AGENT_JSON_INT) {
     *why = g_strdup_printf("'%s' must be an integer", name);
     return FALSE;
   }
-  *out = json_node_get_int(n);
+  *out = agent_json_reader_get_int(n);
   if (*out < min || *out > max) {
     *why = g_strdup_printf("'%s' must be within %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT, name, min,
                            max);
@@ -609,24 +452,55 @@ static gboolean get_int_arg(JsonObject *args, const char *name, gint64 min, gint
   return TRUE;
 }
 
-static gboolean get_string_arg(JsonObject *args, const char *name, const char **out, char **why) {
-  JsonNode *n = json_object_get_member(args, name);
+/* @len bytes of a request's string, for a message: a NUL character
+ * (written "\u0000") shows as such rather than cutting the text short. */
+static char *printable(const char *s, gsize len) {
+  GString *out = g_string_sized_new(len);
 
-  if (!JSON_NODE_HOLDS_VALUE(n) || json_node_get_value_type(n) != G_TYPE_STRING) {
+  for (gsize i = 0; i < len; i++) {
+    if (s[i])
+      g_string_append_c(out, s[i]);
+    else
+      g_string_append(out, "\\u0000");
+  }
+  return g_string_free(out, FALSE);
+}
+
+/* Reads a string member as a C string: a string with a NUL character in
+ * it is none of the words an argument takes, and is refused here rather
+ * than compared cut short. FALSE with a reason in *@why. */
+static gboolean get_string_arg(const AgentJsonValue *args, const char *name, const char **out,
+                               char **why) {
+  const AgentJsonValue *n = agent_json_reader_member(args, name);
+  gsize len;
+
+  if (!n || agent_json_reader_type(n) != AGENT_JSON_STRING) {
     *why = g_strdup_printf("'%s' must be a string", name);
     return FALSE;
   }
-  *out = json_node_get_string(n);
+  *out = agent_json_reader_get_string(n, &len);
+  if (strlen(*out) != len) {
+    *why = g_strdup_printf("'%s' must not contain a NUL character", name);
+    return FALSE;
+  }
   return TRUE;
 }
 
-/* Refuses any member of @args not in @known. */
-static gboolean check_known_args(JsonObject *args, const char *const *known, char **why) {
-  g_autoptr(GList) names = args ? json_object_get_members(args) : NULL;
+/* Refuses any member of @args (an object, or NULL) not in @known; the
+ * first in the request's order is named. */
+static gboolean check_known_args(const AgentJsonValue *args, const char *const *known, char **why) {
+  AgentJsonIter iter;
+  const AgentJsonValue *name;
 
-  for (GList *l = names; l; l = l->next) {
-    if (!g_strv_contains(known, l->data)) {
-      *why = g_strdup_printf("unknown argument '%s'", (const char *)l->data);
+  agent_json_reader_iter_init(&iter, args);
+  while (agent_json_reader_iter_next(&iter, &name, NULL)) {
+    gsize len;
+    const char *s = agent_json_reader_get_string(name, &len);
+
+    if (strlen(s) != len || !g_strv_contains(known, s)) {
+      g_autofree char *shown = printable(s, len);
+
+      *why = g_strdup_printf("unknown argument '%s'", shown);
       return FALSE;
     }
   }
@@ -664,14 +538,14 @@ static void shrink_slot_free(gpointer data) {
 
 /* Fills @params from @args; FALSE with a reason in *@why. "reason" is an
  * argument only if @with_reason (the host's rounds are always "host"). */
-static gboolean shrink_params(JsonObject *args, gboolean with_reason, AgentRoundParams *params,
-                              char **why) {
+static gboolean shrink_params(const AgentJsonValue *args, gboolean with_reason,
+                              AgentRoundParams *params, char **why) {
   static const char *const known[] = {"target_bytes", "level", "deadline_ms", "reason", NULL};
   static const char *const known_host[] = {"target_bytes", "level", "deadline_ms", NULL};
   gint64 v;
   const char *s;
 
-  if (!args || !json_object_has_member(args, "target_bytes")) {
+  if (!agent_json_reader_member(args, "target_bytes")) {
     *why = g_strdup("'target_bytes' is required");
     return FALSE;
   }
@@ -679,7 +553,7 @@ static gboolean shrink_params(JsonObject *args, gboolean with_reason, AgentRound
       !get_int_arg(args, "target_bytes", 0, G_MAXINT64, &v, why))
     return FALSE;
   params->target_bytes = (uint64_t)v;
-  if (json_object_has_member(args, "level")) {
+  if (agent_json_reader_member(args, "level")) {
     if (!get_string_arg(args, "level", &s, why))
       return FALSE;
     if (strcmp(s, "soft") == 0) {
@@ -691,12 +565,12 @@ static gboolean shrink_params(JsonObject *args, gboolean with_reason, AgentRound
       return FALSE;
     }
   }
-  if (json_object_has_member(args, "deadline_ms")) {
+  if (agent_json_reader_member(args, "deadline_ms")) {
     if (!get_int_arg(args, "deadline_ms", 1, PROTO_DEADLINE_MAX_MS, &v, why))
       return FALSE;
     params->deadline_ms = (uint32_t)v;
   }
-  if (json_object_has_member(args, "reason")) {
+  if (agent_json_reader_member(args, "reason")) {
     unsigned r;
 
     if (!get_string_arg(args, "reason", &s, why))
@@ -713,7 +587,7 @@ static gboolean shrink_params(JsonObject *args, gboolean with_reason, AgentRound
   return TRUE;
 }
 
-static void cmd_shrink(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+static void cmd_shrink(AgentCommands *self, const AgentJsonValue *args, const AgentCaller *caller,
                        Call *call) {
   g_autofree char *why = NULL;
   g_autoptr(GError) error = NULL;
@@ -745,7 +619,7 @@ static void cmd_shrink(AgentCommands *self, JsonObject *args, const AgentCaller 
 
 /* For commands that take no arguments: answers InvalidParameter and returns
  * FALSE if @args has any member, else returns TRUE. */
-static gboolean no_args(JsonObject *args, Call *call) {
+static gboolean no_args(const AgentJsonValue *args, Call *call) {
   static const char *const known[] = {NULL};
   g_autofree char *why = NULL;
 
@@ -755,7 +629,7 @@ static gboolean no_args(JsonObject *args, Call *call) {
   return FALSE;
 }
 
-static void cmd_status(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+static void cmd_status(AgentCommands *self, const AgentJsonValue *args, const AgentCaller *caller,
                        Call *call) {
   GString *out;
   AgentJsonWriter w;
@@ -771,14 +645,14 @@ static void cmd_status(AgentCommands *self, JsonObject *args, const AgentCaller 
 /* ---- the host's commands (docs/channel-protocol.md) ---- */
 
 /* guest-sync and guest-sync-delimited: {"id": int} -> the id. */
-static void sync_common(JsonObject *args, Call *call, gboolean delimited) {
+static void sync_common(const AgentJsonValue *args, Call *call, gboolean delimited) {
   static const char *const known[] = {"id", NULL};
   g_autofree char *why = NULL;
   GString *out;
   AgentJsonWriter w;
   gint64 id;
 
-  if (!args || !json_object_has_member(args, "id")) {
+  if (!agent_json_reader_member(args, "id")) {
     call_error(call, "InvalidParameter", "'id' is required");
     return;
   }
@@ -797,18 +671,18 @@ static void sync_common(JsonObject *args, Call *call, gboolean delimited) {
   call_finish(call, &w, out);
 }
 
-static void cmd_guest_sync_delimited(AgentCommands *self, JsonObject *args,
+static void cmd_guest_sync_delimited(AgentCommands *self, const AgentJsonValue *args,
                                      const AgentCaller *caller, Call *call) {
   sync_common(args, call, TRUE);
 }
 
-static void cmd_guest_sync(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                           Call *call) {
+static void cmd_guest_sync(AgentCommands *self, const AgentJsonValue *args,
+                           const AgentCaller *caller, Call *call) {
   sync_common(args, call, FALSE);
 }
 
 /* Replies {"return": {}} if @args has no member, else InvalidParameter. */
-static void reply_empty(JsonObject *args, Call *call) {
+static void reply_empty(const AgentJsonValue *args, Call *call) {
   GString *out;
   AgentJsonWriter w;
 
@@ -821,13 +695,13 @@ static void reply_empty(JsonObject *args, Call *call) {
   call_finish(call, &w, out);
 }
 
-static void cmd_guest_ping(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                           Call *call) {
+static void cmd_guest_ping(AgentCommands *self, const AgentJsonValue *args,
+                           const AgentCaller *caller, Call *call) {
   reply_empty(args, call);
 }
 
-static void cmd_guest_info(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                           Call *call);
+static void cmd_guest_info(AgentCommands *self, const AgentJsonValue *args,
+                           const AgentCaller *caller, Call *call);
 
 /* ---- shrinkd-prepare ---- */
 
@@ -905,13 +779,9 @@ static void prepare_answer(Prepare *p) {
   agent_json_int(&w, "duration_us", g_get_monotonic_time() - p->start_mono);
   agent_json_begin_array(&w, "rounds");
   /* The reports were written when their rounds ended (a report lives only
-   * during its done call); they go in as they are. The writer only needs
-   * to know that the array has items, which nothing after it asks. */
-  for (guint i = 0; i < p->reports->len; i++) {
-    if (i)
-      g_string_append_c(out, ',');
-    g_string_append(out, g_ptr_array_index(p->reports, i));
-  }
+   * during its done call); they go in as they are. */
+  for (guint i = 0; i < p->reports->len; i++)
+    agent_json_raw(&w, NULL, g_ptr_array_index(p->reports, i));
   agent_json_end_array(&w);
   agent_json_end_object(&w);
   call_finish(call, &w, out);
@@ -971,7 +841,7 @@ static void prepare_round_done(const AgentRoundReport *report, gpointer user_dat
   prepare_answer(p);
 }
 
-static void cmd_prepare(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
+static void cmd_prepare(AgentCommands *self, const AgentJsonValue *args, const AgentCaller *caller,
                         Call *call) {
   static const char *const known[] = {"new_size_bytes", "deadline_ms", NULL};
   g_autofree char *why = NULL;
@@ -981,13 +851,13 @@ static void cmd_prepare(AgentCommands *self, JsonObject *args, const AgentCaller
   gint64 new_size, deadline = AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT;
   Prepare *p;
 
-  if (!args || !json_object_has_member(args, "new_size_bytes")) {
+  if (!agent_json_reader_member(args, "new_size_bytes")) {
     call_error(call, "InvalidParameter", "'new_size_bytes' is required");
     return;
   }
   if (!check_known_args(args, known, &why) ||
       !get_int_arg(args, "new_size_bytes", 0, G_MAXINT64, &new_size, &why) ||
-      (json_object_has_member(args, "deadline_ms") &&
+      (agent_json_reader_member(args, "deadline_ms") &&
        !get_int_arg(args, "deadline_ms", 1, PROTO_DEADLINE_MAX_MS, &deadline, &why))) {
     call_error(call, "InvalidParameter", "%s", why);
     return;
@@ -1091,8 +961,8 @@ static void migration_done(const AgentRoundReport *report, gpointer user_data) {
   call_finish(call, &w, out);
 }
 
-static void cmd_prepare_migration(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                                  Call *call) {
+static void cmd_prepare_migration(AgentCommands *self, const AgentJsonValue *args,
+                                  const AgentCaller *caller, Call *call) {
   static const char *const known[] = {"deadline_ms", "fraction_pct", NULL};
   g_autofree char *why = NULL;
   g_autoptr(GError) error = NULL;
@@ -1103,9 +973,9 @@ static void cmd_prepare_migration(AgentCommands *self, JsonObject *args, const A
   Migration *m;
 
   if (!check_known_args(args, known, &why) ||
-      (args && json_object_has_member(args, "deadline_ms") &&
+      (agent_json_reader_member(args, "deadline_ms") &&
        !get_int_arg(args, "deadline_ms", 1, PROTO_DEADLINE_MAX_MS, &deadline, &why)) ||
-      (args && json_object_has_member(args, "fraction_pct") &&
+      (agent_json_reader_member(args, "fraction_pct") &&
        !get_int_arg(args, "fraction_pct", 1, 100, &pct, &why))) {
     call_error(call, "InvalidParameter", "%s", why);
     return;
@@ -1134,8 +1004,8 @@ static void cmd_prepare_migration(AgentCommands *self, JsonObject *args, const A
 #define FOR_HOST  (1u << AGENT_CALLER_HOST)
 #define UNLISTED  (1u << 8) /* not in guest-info */
 
-typedef void (*CommandFunc)(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                            Call *call);
+typedef void (*CommandFunc)(AgentCommands *self, const AgentJsonValue *args,
+                            const AgentCaller *caller, Call *call);
 
 /* The commands and who may call them: the host channel's protocol
  * commands are the host's only (a local caller is told they are not
@@ -1160,8 +1030,8 @@ static const struct {
 
 /* {"return": {"version", "supported_commands": [{"name", "enabled",
  * "success-response"}]}}: the host's commands. */
-static void cmd_guest_info(AgentCommands *self, JsonObject *args, const AgentCaller *caller,
-                           Call *call) {
+static void cmd_guest_info(AgentCommands *self, const AgentJsonValue *args,
+                           const AgentCaller *caller, Call *call) {
   GString *out;
   AgentJsonWriter w;
 
@@ -1186,59 +1056,72 @@ static void cmd_guest_info(AgentCommands *self, JsonObject *args, const AgentCal
   call_finish(call, &w, out);
 }
 
-void agent_commands_dispatch(AgentCommands *self, JsonNode *request, const AgentCaller *caller,
-                             AgentCommandReplyFunc reply, gpointer user_data,
-                             GDestroyNotify destroy) {
+/* The JSON text of @value (for an "id" kept past its request). */
+static char *value_text(const AgentJsonValue *value) {
+  GString *out = g_string_new(NULL);
+  AgentJsonWriter w;
+
+  agent_json_init(&w, out);
+  agent_json_node(&w, NULL, value);
+  return g_string_free(out, FALSE);
+}
+
+void agent_commands_dispatch(AgentCommands *self, const AgentJsonValue *request,
+                             const AgentCaller *caller, AgentCommandReplyFunc reply,
+                             gpointer user_data, GDestroyNotify destroy) {
   static const char *const top_known[] = {"execute", "arguments", "id", NULL};
   Call *call = g_new0(Call, 1);
   g_autofree char *why = NULL;
-  JsonObject *top;
-  JsonNode *exec, *args = NULL;
+  const AgentJsonValue *id, *exec, *args;
   const char *name;
+  gsize name_len;
+  g_autofree char *shown = NULL;
 
   call->reply = reply;
   call->user_data = user_data;
   call->destroy = destroy;
   call->only_uid = -1;
 
-  if (!JSON_NODE_HOLDS_OBJECT(request)) {
+  if (agent_json_reader_type(request) != AGENT_JSON_OBJECT) {
     call_error(call, "GenericError", "a request must be an object");
     return;
   }
-  top = json_node_get_object(request);
-  if (json_object_has_member(top, "id"))
-    call->id = json_node_copy(json_object_get_member(top, "id"));
-  if (!check_known_args(top, top_known, &why)) {
+  id = agent_json_reader_member(request, "id");
+  if (id)
+    call->id = value_text(id);
+  if (!check_known_args(request, top_known, &why)) {
     call_error(call, "GenericError", "request: %s", why);
     return;
   }
-  exec = json_object_get_member(top, "execute");
-  if (!exec || !JSON_NODE_HOLDS_VALUE(exec) || json_node_get_value_type(exec) != G_TYPE_STRING) {
+  exec = agent_json_reader_member(request, "execute");
+  name = exec ? agent_json_reader_get_string(exec, &name_len) : NULL;
+  if (!name) {
     call_error(call, "GenericError", "a request needs \"execute\": a command name");
     return;
   }
-  name = json_node_get_string(exec);
-  if (json_object_has_member(top, "arguments")) {
-    args = json_object_get_member(top, "arguments");
-    if (!JSON_NODE_HOLDS_OBJECT(args)) {
-      call_error(call, "InvalidParameter", "\"arguments\" must be an object");
-      return;
-    }
+  args = agent_json_reader_member(request, "arguments");
+  if (args && agent_json_reader_type(args) != AGENT_JSON_OBJECT) {
+    call_error(call, "InvalidParameter", "\"arguments\" must be an object");
+    return;
   }
+  /* A name with a NUL character in it ("status\u0000x") is no command's:
+   * compared whole, not as a C string. */
   for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
-    if ((commands[i].callers & (1u << caller->kind)) && strcmp(commands[i].name, name) == 0) {
-      commands[i].func(self, args ? json_node_get_object(args) : NULL, caller, call);
+    if ((commands[i].callers & (1u << caller->kind)) && strlen(name) == name_len &&
+        strcmp(commands[i].name, name) == 0) {
+      commands[i].func(self, args, caller, call);
       return;
     }
   }
-  call_error(call, "CommandNotFound", "the command %s has not been found", name);
+  shown = printable(name, name_len);
+  call_error(call, "CommandNotFound", "the command %s has not been found", shown);
 }
 
 void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len,
                                 const AgentCaller *caller, AgentCommandReplyFunc reply,
                                 gpointer user_data, GDestroyNotify destroy) {
   g_autoptr(GError) error = NULL;
-  g_autoptr(JsonNode) request = agent_commands_parse(text, len, &error);
+  g_autoptr(AgentJsonDoc) request = agent_json_reader_parse(text, len, &error);
 
   if (!request) {
     gsize n;
@@ -1249,7 +1132,7 @@ void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len
       destroy(user_data);
     return;
   }
-  agent_commands_dispatch(self, request, caller, reply, user_data, destroy);
+  agent_commands_dispatch(self, agent_json_reader_root(request), caller, reply, user_data, destroy);
 }
 
 static void discard_reply(char *text, gsize len, gpointer user_data) {

@@ -57,28 +57,28 @@
  *    null, "mem_available_before_bytes" | null, "mem_available_after_bytes"
  *    | null, "target_bytes", "ready": true, "rounds": [report]}.
  *
- * Limits, as security bounds for text from any peer: at most
- * AGENT_COMMAND_TEXT_MAX bytes and AGENT_COMMAND_NESTING_MAX levels of
- * arrays/objects, checked on the text before json-glib sees it (its parser
- * recurses, and has no depth knob); no NUL byte; valid UTF-8. The host
- * channel's framing (proto/channel-frame.h) enforces the same bounds and a
- * string length limit while the bytes arrive.
+ * Requests are read by json-reader.h, strictly (RFC 8259, no duplicate
+ * member names, integers within int64, finite doubles), under its bounds
+ * for text from any peer: at most AGENT_COMMAND_TEXT_MAX bytes and
+ * AGENT_COMMAND_NESTING_MAX levels of arrays/objects; no NUL byte; valid
+ * UTF-8. The host channel's framing (proto/channel-frame.h) enforces the
+ * same bounds and a string length limit while the bytes arrive.
  *
  * Main loop thread only.
  */
 #pragma once
 
 #include <glib.h>
-#include <json-glib/json-glib.h>
 #include <sys/types.h>
 
 #include "balloon.h"
+#include "json-reader.h"
 #include "procfs.h"
 #include "registry.h"
 #include "round.h"
 
-#define AGENT_COMMAND_TEXT_MAX    (64 * 1024)
-#define AGENT_COMMAND_NESTING_MAX 16
+#define AGENT_COMMAND_TEXT_MAX    AGENT_JSON_READER_TEXT_MAX
+#define AGENT_COMMAND_NESTING_MAX AGENT_JSON_READER_DEPTH_MAX
 
 #define AGENT_COMMANDS_SYNC_BYTE                  0xFF
 #define AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT   4000
@@ -98,7 +98,7 @@ typedef struct {
 } AgentCaller;
 
 /* Receives a reply: JSON text of @len bytes, NUL-terminated (transfer
- * full: g_free it). Text rather than a JsonNode: see json-writer.h. */
+ * full: g_free it). Text rather than a tree of values: see json-writer.h. */
 typedef void (*AgentCommandReplyFunc)(char *text, gsize len, gpointer user_data);
 
 typedef struct AgentCommands AgentCommands;
@@ -128,25 +128,21 @@ void agent_commands_set_prepare_reserve(AgentCommands *self, uint64_t reserve_by
 void agent_commands_free(AgentCommands *self);
 
 /*
- * Parses @len bytes of @text as one request under the limits above.
- * Returns the root node (transfer full), or NULL with @error
- * (AGENT_ERROR_INVALID) saying what is wrong.
+ * Runs @request (borrowed: only read before this returns; a request's
+ * "id" is kept as text for a later reply) for @caller. @reply is called
+ * exactly once with the reply, possibly before this returns (status,
+ * errors) or later from the main loop (shrink); then @destroy on
+ * @user_data. If the round runner is freed before a shrink round ends,
+ * only @destroy runs.
  */
-JsonNode *agent_commands_parse(const char *text, gsize len, GError **error);
+void agent_commands_dispatch(AgentCommands *self, const AgentJsonValue *request,
+                             const AgentCaller *caller, AgentCommandReplyFunc reply,
+                             gpointer user_data, GDestroyNotify destroy);
 
 /*
- * Runs @request for @caller. @reply is called exactly once with the reply,
- * possibly before this returns (status, errors) or later from the main
- * loop (shrink); then @destroy on @user_data. If the round runner is freed
- * before a shrink round ends, only @destroy runs.
- */
-void agent_commands_dispatch(AgentCommands *self, JsonNode *request, const AgentCaller *caller,
-                             AgentCommandReplyFunc reply, gpointer user_data,
-                             GDestroyNotify destroy);
-
-/*
- * agent_commands_parse() then agent_commands_dispatch(); a request that
- * does not parse gets a GenericError reply (before this returns).
+ * agent_json_reader_parse() then agent_commands_dispatch(); a request that
+ * does not parse gets a GenericError reply with the reader's message
+ * (before this returns).
  */
 void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len,
                                 const AgentCaller *caller, AgentCommandReplyFunc reply,
@@ -154,17 +150,17 @@ void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len
 
 /*
  * Runs a status command and throws the reply away, so that the one-time
- * work of the first command (json-glib's and GObject's type registration)
- * happens at start-up, before main.c drops start-up pages and locks
- * memory.
+ * work of the first command (the code it runs paged in, GLib's first
+ * allocations of those sizes) happens at start-up, before main.c drops
+ * start-up pages and locks memory.
  */
 void agent_commands_warm_up(AgentCommands *self);
 
 /*
  * The text of {"error": {"class": @klass, "desc": ...}} (with "id": @id if
- * @id is not NULL), for transports that must answer before a request is
- * parsed. Returns newly allocated text; *@len (may be NULL) gets its
- * length.
+ * @id, borrowed, is not NULL), for transports that must answer before a
+ * request is parsed. The description must be valid UTF-8. Returns newly
+ * allocated text; *@len (may be NULL) gets its length.
  */
-char *agent_commands_error_text(const char *klass, JsonNode *id, gsize *len, const char *format,
-                                ...) G_GNUC_PRINTF(4, 5);
+char *agent_commands_error_text(const char *klass, const AgentJsonValue *id, gsize *len,
+                                const char *format, ...) G_GNUC_PRINTF(4, 5);

@@ -4,15 +4,18 @@
  */
 #include "json-writer.h"
 
+#include <string.h>
+
 void agent_json_init(AgentJsonWriter *w, GString *out) {
   w->out = out;
   w->depth = 0;
   w->has_items = 0;
 }
 
-static void put_string(GString *out, const char *s) {
+/* @len bytes of @s: a parsed string may hold NUL characters. */
+static void put_string(GString *out, const char *s, gsize len) {
   g_string_append_c(out, '"');
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+  for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + len; p++) {
     switch (*p) {
     case '"': g_string_append(out, "\\\""); break;
     case '\\': g_string_append(out, "\\\\"); break;
@@ -29,25 +32,33 @@ static void put_string(GString *out, const char *s) {
   g_string_append_c(out, '"');
 }
 
-/* The separator and the member name before a value. */
-static void start_value(AgentJsonWriter *w, const char *key) {
+/* The separator and the member name (@key_len bytes) before a value. */
+static void start_value_len(AgentJsonWriter *w, const char *key, gsize key_len) {
   guint32 bit = 1u << w->depth;
 
   if (w->has_items & bit)
     g_string_append_c(w->out, ',');
   w->has_items |= bit;
   if (key) {
-    put_string(w->out, key);
+    put_string(w->out, key, key_len);
     g_string_append_c(w->out, ':');
   }
 }
 
-static void begin(AgentJsonWriter *w, const char *key, char open) {
-  start_value(w, key);
+static void start_value(AgentJsonWriter *w, const char *key) {
+  start_value_len(w, key, key ? strlen(key) : 0);
+}
+
+static void begin_len(AgentJsonWriter *w, const char *key, gsize key_len, char open) {
+  start_value_len(w, key, key_len);
   g_string_append_c(w->out, open);
   g_assert(w->depth < AGENT_JSON_DEPTH_MAX);
   w->depth++;
   w->has_items &= ~(1u << w->depth);
+}
+
+static void begin(AgentJsonWriter *w, const char *key, char open) {
+  begin_len(w, key, key ? strlen(key) : 0, open);
 }
 
 static void end(AgentJsonWriter *w, char close) {
@@ -80,7 +91,7 @@ void agent_json_uint(AgentJsonWriter *w, const char *key, uint64_t v) {
 
 void agent_json_string(AgentJsonWriter *w, const char *key, const char *v) {
   start_value(w, key);
-  put_string(w->out, v);
+  put_string(w->out, v, strlen(v));
 }
 
 void agent_json_bool(AgentJsonWriter *w, const char *key, gboolean v) {
@@ -93,43 +104,66 @@ void agent_json_null(AgentJsonWriter *w, const char *key) {
   g_string_append(w->out, "null");
 }
 
-void agent_json_node(AgentJsonWriter *w, const char *key, JsonNode *node) {
-  switch (json_node_get_node_type(node)) {
-  case JSON_NODE_OBJECT: {
-    JsonObjectIter iter;
-    const char *name;
-    JsonNode *member;
+/* @v, as member @key (@key_len bytes) or an item (@key NULL). */
+static void put_value(AgentJsonWriter *w, const char *key, gsize key_len, const AgentJsonValue *v) {
+  AgentJsonIter iter;
+  const AgentJsonValue *name, *item;
+  const char *s;
+  gsize len = 0;
 
-    agent_json_begin_object(w, key);
-    json_object_iter_init_ordered(&iter, json_node_get_object(node));
-    while (json_object_iter_next_ordered(&iter, &name, &member))
-      agent_json_node(w, name, member);
-    agent_json_end_object(w);
+  switch (agent_json_reader_type(v)) {
+  case AGENT_JSON_OBJECT:
+  case AGENT_JSON_ARRAY: {
+    gboolean object = agent_json_reader_type(v) == AGENT_JSON_OBJECT;
+
+    begin_len(w, key, key_len, object ? '{' : '[');
+    agent_json_reader_iter_init(&iter, v);
+    while (agent_json_reader_iter_next(&iter, &name, &item)) {
+      s = name ? agent_json_reader_get_string(name, &len) : NULL;
+      put_value(w, s, len, item);
+    }
+    end(w, object ? '}' : ']');
     return;
   }
-  case JSON_NODE_ARRAY: {
-    JsonArray *array = json_node_get_array(node);
-
-    agent_json_begin_array(w, key);
-    for (guint i = 0; i < json_array_get_length(array); i++)
-      agent_json_node(w, NULL, json_array_get_element(array, i));
-    agent_json_end_array(w);
+  case AGENT_JSON_STRING:
+    s = agent_json_reader_get_string(v, &len);
+    start_value_len(w, key, key_len);
+    put_string(w->out, s, len);
     return;
-  }
-  case JSON_NODE_NULL: agent_json_null(w, key); return;
-  case JSON_NODE_VALUE: break;
-  }
-  switch (json_node_get_value_type(node)) {
-  case G_TYPE_INT64: agent_json_int(w, key, json_node_get_int(node)); break;
-  case G_TYPE_BOOLEAN: agent_json_bool(w, key, json_node_get_boolean(node)); break;
-  case G_TYPE_STRING: agent_json_string(w, key, json_node_get_string(node)); break;
-  case G_TYPE_DOUBLE: {
+  case AGENT_JSON_NULL:
+    start_value_len(w, key, key_len);
+    g_string_append(w->out, "null");
+    return;
+  case AGENT_JSON_BOOL:
+    start_value_len(w, key, key_len);
+    g_string_append(w->out, agent_json_reader_get_bool(v) ? "true" : "false");
+    return;
+  case AGENT_JSON_INT:
+    start_value_len(w, key, key_len);
+    g_string_append_printf(w->out, "%" G_GINT64_FORMAT, (gint64)agent_json_reader_get_int(v));
+    return;
+  case AGENT_JSON_DOUBLE: {
+    /* The reader holds finite doubles only: the text is always a JSON
+     * number. An integral one gets ".0", so that it reads back as a double
+     * (an echoed id 1.0 is not the integer 1). */
     char buf[G_ASCII_DTOSTR_BUF_SIZE];
+    const char *text = g_ascii_dtostr(buf, sizeof(buf), agent_json_reader_get_double(v));
 
-    start_value(w, key);
-    g_string_append(w->out, g_ascii_dtostr(buf, sizeof(buf), json_node_get_double(node)));
-    break;
+    start_value_len(w, key, key_len);
+    g_string_append(w->out, text);
+    if (!strpbrk(text, ".eE"))
+      g_string_append(w->out, ".0");
+    return;
   }
-  default: agent_json_null(w, key); break;
   }
+  g_assert_not_reached();
+}
+
+void agent_json_node(AgentJsonWriter *w, const char *key, const AgentJsonValue *node) {
+  put_value(w, key, key ? strlen(key) : 0, node);
+}
+
+void agent_json_raw(AgentJsonWriter *w, const char *key, const char *json) {
+  start_value(w, key);
+  g_string_append(w->out, json);
 }

@@ -2,8 +2,8 @@
 /*
  * A streaming JSON writer into a GString, for the agent's replies.
  *
- * Replies are written as text directly instead of building a JsonNode tree
- * and generating it: a status with a thousand shrinkers and its round
+ * Replies are written as text directly instead of building a tree of
+ * values and generating it: a status with a thousand shrinkers and its round
  * reports is a tree of tens of thousands of small allocations, and in a
  * process whose memory is locked (mlockall) the heap they fragment stays
  * resident for good. Text is one buffer, freed whole.
@@ -16,8 +16,9 @@
 #pragma once
 
 #include <glib.h>
-#include <json-glib/json-glib.h>
 #include <stdint.h>
+
+#include "json-reader.h"
 
 #define AGENT_JSON_DEPTH_MAX 31
 
@@ -41,5 +42,12 @@ void agent_json_uint(AgentJsonWriter *w, const char *key, uint64_t v);
 void agent_json_string(AgentJsonWriter *w, const char *key, const char *v);
 void agent_json_bool(AgentJsonWriter *w, const char *key, gboolean v);
 void agent_json_null(AgentJsonWriter *w, const char *key);
-/* Writes a parsed value as it is (used to echo a request's "id"). */
-void agent_json_node(AgentJsonWriter *w, const char *key, JsonNode *node);
+/* Writes a parsed value (json-reader.h; borrowed) as it is, compact: used
+ * to echo a request's "id". Doubles are written with g_ascii_dtostr()
+ * (round-trip precision), integral ones with ".0" (1.0, not 1): what is
+ * written reads back as the same value of the same type. */
+void agent_json_node(AgentJsonWriter *w, const char *key, const AgentJsonValue *node);
+/* Writes @json, the text of one complete JSON value (written by this
+ * writer before, say), as it is: for a value kept as text rather than
+ * kept parsed. */
+void agent_json_raw(AgentJsonWriter *w, const char *key, const char *json);

@@ -409,9 +409,8 @@ int main(int argc, char **argv) {
   g_message("shrinkd %s listening on %s (proc root %s)", SHRINKD_VERSION, a->settings.socket_path,
             a->settings.proc_root);
   /* What only start-up touched is dropped first; then the sources start
-   * and the one-time work of the first command is done (type registration
-   * in json-glib and GObject), so that the code they need is resident when
-   * memory is locked. Dropped after them, it would have to come back from
+   * and a first command is run (the code of parsing and answering one), so
+   * that the code they need is resident when memory is locked. Dropped after them, it would have to come back from
    * its file on the first round, and that round may come when the guest
    * has no page left for it (seen: the OOM killer invoked by shrinkd's
    * own page fault in a guest whose balloon target was unknown). */

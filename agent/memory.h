@@ -20,8 +20,7 @@
 /*
  * Drops what only start-up needed, before locking: pages of the libraries'
  * read-only segments that only this process maps (relocation tables and
- * init code the dynamic linker and constructors touched: json-glib brings
- * GIO and its dependencies, about 0.8 MiB of them), paged out with
+ * init code the dynamic linker and constructors touched), paged out with
  * MADV_PAGEOUT (Linux >= 5.4; a hint: a page touched again comes back from
  * its file), and the heap start-up freed. The agent's own code is touched
  * instead, every page of it: it is small, and a round must not have to

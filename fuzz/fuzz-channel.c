@@ -16,7 +16,13 @@
  *    fed whole and in pieces whose sizes come from the input itself);
  *  - that every object gets exactly one answer, which is JSON with either
  *    "return" or "error" (with a class of the protocol's), a 0xFF before it
- *    only for guest-sync-delimited.
+ *    only for guest-sync-delimited;
+ *  - the request reader (agent/json-reader.c) on the whole input and on
+ *    every object: its bounds hold, what it accepts is written back by
+ *    agent_json_node() as text it reads back the same, and where the text
+ *    is plain JSON it agrees with json-glib on accept/reject, and on the
+ *    value where both accept (allowed_difference() lists the deliberate
+ *    differences).
  * Commands that run rounds (there are no shrinkers: rounds end at once)
  * are driven to their end by iterating the main loop.
  */
@@ -29,6 +35,8 @@
 
 #include "channel-frame.h"
 #include "commands.h"
+#include "json-reader.h"
+#include "json-writer.h"
 #include "procfs.h"
 #include "registry.h"
 #include "round.h"
@@ -135,6 +143,221 @@ static void feed_all(proto_frame *f, const uint8_t *p, size_t n, GArray *log,
   }
 }
 
+/* ---- the reader against json-glib ---- */
+
+/* The nesting of @text counted as the old pre-check did (brackets outside
+ * strings): exact for any text the reader accepts. Stops past @limit. */
+static unsigned crude_depth(const char *text, size_t len, unsigned limit) {
+  unsigned depth = 0, deepest = 0;
+  gboolean in_string = FALSE;
+
+  for (size_t i = 0; i < len && deepest <= limit; i++) {
+    if (in_string) {
+      if (text[i] == '\\')
+        i++;
+      else if (text[i] == '"')
+        in_string = FALSE;
+    } else if (text[i] == '"') {
+      in_string = TRUE;
+    } else if (text[i] == '[' || text[i] == '{') {
+      if (++depth > deepest)
+        deepest = depth;
+    } else if ((text[i] == ']' || text[i] == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return deepest;
+}
+
+/*
+ * Plain JSON: outside strings, only bytes JSON's grammar uses (structural
+ * characters, the characters of numbers, the letters of true, false and
+ * null, the four whitespace bytes); inside strings, anything. That leaves
+ * out what json-glib takes beyond JSON and the reader never would:
+ * comments, "var x = ..." assignments, single quotes, hex numbers, a
+ * UTF-8 BOM, other words.
+ */
+static gboolean plain(const char *text, size_t len) {
+  gboolean in_string = FALSE;
+
+  for (size_t i = 0; i < len; i++) {
+    if (in_string) {
+      if (text[i] == '\\')
+        i++;
+      else if (text[i] == '"')
+        in_string = FALSE;
+    } else if (text[i] == '"') {
+      in_string = TRUE;
+    } else if (!text[i] || !strchr("{}[],: \t\r\n0123456789-+.eEtruefalsn", text[i])) {
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* Whether the reader's value @ours is json-glib's @theirs. (Strings
+ * compare as C strings: with "\u0000" in the text, they are not compared
+ * at all, see differential().) */
+static gboolean same_value(const AgentJsonValue *ours, JsonNode *theirs) {
+  AgentJsonIter iter;
+  const AgentJsonValue *name, *item;
+  guint i = 0;
+
+  switch (agent_json_reader_type(ours)) {
+  case AGENT_JSON_NULL: return JSON_NODE_HOLDS_NULL(theirs);
+  case AGENT_JSON_BOOL:
+    return JSON_NODE_HOLDS_VALUE(theirs) && json_node_get_value_type(theirs) == G_TYPE_BOOLEAN &&
+           json_node_get_boolean(theirs) == agent_json_reader_get_bool(ours);
+  case AGENT_JSON_INT:
+    return JSON_NODE_HOLDS_VALUE(theirs) && json_node_get_value_type(theirs) == G_TYPE_INT64 &&
+           json_node_get_int(theirs) == agent_json_reader_get_int(ours);
+  case AGENT_JSON_DOUBLE:
+    return JSON_NODE_HOLDS_VALUE(theirs) && json_node_get_value_type(theirs) == G_TYPE_DOUBLE &&
+           json_node_get_double(theirs) == agent_json_reader_get_double(ours);
+  case AGENT_JSON_STRING:
+    return JSON_NODE_HOLDS_VALUE(theirs) && json_node_get_value_type(theirs) == G_TYPE_STRING &&
+           strcmp(json_node_get_string(theirs), agent_json_reader_get_string(ours, NULL)) == 0;
+  case AGENT_JSON_ARRAY:
+    if (!JSON_NODE_HOLDS_ARRAY(theirs) ||
+        json_array_get_length(json_node_get_array(theirs)) != agent_json_reader_length(ours))
+      return FALSE;
+    agent_json_reader_iter_init(&iter, ours);
+    while (agent_json_reader_iter_next(&iter, NULL, &item))
+      if (!same_value(item, json_array_get_element(json_node_get_array(theirs), i++)))
+        return FALSE;
+    return TRUE;
+  case AGENT_JSON_OBJECT:
+    if (!JSON_NODE_HOLDS_OBJECT(theirs) ||
+        json_object_get_size(json_node_get_object(theirs)) != agent_json_reader_length(ours))
+      return FALSE;
+    agent_json_reader_iter_init(&iter, ours);
+    while (agent_json_reader_iter_next(&iter, &name, &item)) {
+      JsonNode *member = json_object_get_member(json_node_get_object(theirs),
+                                                agent_json_reader_get_string(name, NULL));
+
+      if (!member || !same_value(item, member))
+        return FALSE;
+    }
+    return TRUE;
+  }
+  return FALSE;
+}
+
+/*
+ * Whether the reader may refuse what json-glib accepts, by the reader's
+ * @message about @text. The deliberate differences on plain JSON:
+ *  - json-glib is laxer than RFC 8259:
+ *      "a number with a leading zero"       it reads 01 as 1
+ *      "expected a digit after '-'"         "- 1" is -1 to it
+ *      "expected a digit after '.'"         it takes "1." and "1.e5"
+ *      "expected a value" at a '.'          it takes ".5"
+ *      "a control character in a string"    it takes raw ones
+ *      "an invalid escape in a string"      "\x" is "x" to it
+ *      "an invalid \u escape in a string"   it reads "\u00zz" as ""
+ *      "an unpaired surrogate"              it takes "\ud800x", and makes
+ *                                           invalid UTF-8 (ED A0 80) of it
+ *      "unexpected text after the value"    it ignores what follows a
+ *                                           top-level object ("{} {}")
+ *  - the reader refuses what a request cannot need or the agent cannot
+ *    hold:
+ *      "a duplicate member name"            json-glib keeps the last one
+ *      "an integer beyond 64 bits"          json-glib wraps it around
+ *      "a number beyond the range of a double"  json-glib reads infinity
+ *      "nests deeper than"                  json-glib has no depth limit
+ * The bounds checked before json-glib is asked (size, NUL byte, UTF-8,
+ * nesting far too deep for its recursion) are in differential(). Both
+ * take "\u0000", but json-glib cuts the string there (so "a\u0000b" and
+ * "a\u0000c" are one name to it, and a duplicate): where the text has
+ * one, only accept/reject is compared.
+ */
+static gboolean allowed_difference(const char *message, const char *text, size_t len) {
+  static const char *const deliberate[] = {
+      "a number with a leading zero",
+      "expected a digit after '-'",
+      "expected a digit after '.'",
+      "a control character in a string",
+      "an invalid escape in a string",
+      "an invalid \\u escape in a string",
+      "an unpaired surrogate",
+      "unexpected text after the value",
+      "a duplicate member name",
+      "an integer beyond 64 bits",
+      "a number beyond the range of a double",
+      "nests deeper than",
+      NULL,
+  };
+  size_t at;
+
+  for (const char *const *d = deliberate; *d; d++)
+    if (strstr(message, *d))
+      return TRUE;
+  return sscanf(message, "malformed JSON at byte %zu", &at) == 1 && at < len && text[at] == '.' &&
+         strstr(message, "expected a value");
+}
+
+/* The reader on @len bytes of @text, against its bounds, its writer and
+ * json-glib. */
+static void differential(const char *text, size_t len) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(AgentJsonDoc) ours = agent_json_reader_parse(text, len, &error);
+  g_autoptr(JsonParser) parser = NULL;
+  gboolean theirs;
+  unsigned depth;
+
+  CHECK(!ours != !error);
+  if (ours) {
+    /* Written back, it reads back as the same text. */
+    GString *a = g_string_new(NULL), *b = g_string_new(NULL);
+    AgentJsonWriter w;
+    g_autoptr(AgentJsonDoc) again = NULL;
+
+    agent_json_init(&w, a);
+    agent_json_node(&w, NULL, agent_json_reader_root(ours));
+    again = agent_json_reader_parse(a->str, a->len, NULL);
+    CHECK(again != NULL);
+    agent_json_init(&w, b);
+    agent_json_node(&w, NULL, agent_json_reader_root(again));
+    CHECK(g_string_equal(a, b));
+    g_string_free(a, TRUE);
+    g_string_free(b, TRUE);
+  }
+  /* The bounds: checked here rather than by json-glib, which would stop at
+   * a NUL, might warn about bad UTF-8, and recurses without a limit. */
+  if (len > AGENT_JSON_READER_TEXT_MAX) {
+    CHECK(!ours && strstr(error->message, "exceeds the limit"));
+    return;
+  }
+  if (memchr(text, '\0', len)) {
+    CHECK(!ours && strstr(error->message, "NUL byte"));
+    return;
+  }
+  if (!g_utf8_validate_len(text, len, NULL)) {
+    CHECK(!ours && strstr(error->message, "UTF-8"));
+    return;
+  }
+  depth = crude_depth(text, len, 64);
+  if (depth > AGENT_JSON_READER_DEPTH_MAX)
+    CHECK(!ours);
+  if (depth > 64 || !plain(text, len))
+    return;
+
+  parser = json_parser_new_immutable();
+  theirs = json_parser_load_from_data(parser, text, (gssize)len, NULL) &&
+           json_parser_get_root(parser) != NULL; /* an empty text has none */
+  if (ours && theirs) {
+    CHECK(g_strstr_len(text, (gssize)len, "\\u0000") ||
+          same_value(agent_json_reader_root(ours), json_parser_get_root(parser)));
+  } else if (ours) {
+    fprintf(stderr, "fuzz-channel: json-glib refuses what the reader accepts: %.*s\n",
+            (int)MIN(len, 200), text);
+    abort();
+  } else if (theirs && !allowed_difference(error->message, text, len)) {
+    fprintf(stderr, "fuzz-channel: the reader refuses what json-glib accepts (%s): %.*s\n",
+            error->message, (int)MIN(len, 200), text);
+    abort();
+  }
+}
+
 /* ---- the commands ---- */
 
 static guint answers_pending;
@@ -184,16 +407,18 @@ static void run_object(proto_frame *f) {
   static const AgentCaller host = {AGENT_CALLER_HOST, 0, 0};
   size_t len;
   const char *text = proto_frame_object(f, &len);
-  g_autoptr(JsonNode) req = agent_commands_parse(text, len, NULL);
+  g_autoptr(AgentJsonDoc) req = agent_json_reader_parse(text, len, NULL);
   const char *synced = NULL;
+
+  differential(text, len);
 
   /* guest-sync-delimited is the one command whose answer starts with 0xFF:
    * tell the check when the request is one. */
-  if (req && JSON_NODE_HOLDS_OBJECT(req)) {
-    JsonNode *exec = json_object_get_member(json_node_get_object(req), "execute");
+  if (req) {
+    const AgentJsonValue *exec = agent_json_reader_member(agent_json_reader_root(req), "execute");
+    const char *name = exec ? agent_json_reader_get_string(exec, NULL) : NULL;
 
-    if (exec && JSON_NODE_HOLDS_VALUE(exec) && json_node_get_value_type(exec) == G_TYPE_STRING &&
-        strcmp(json_node_get_string(exec), "guest-sync-delimited") == 0)
+    if (name && strcmp(name, "guest-sync-delimited") == 0)
       synced = "yes";
   }
 
@@ -212,6 +437,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     setup();
   proto_frame_reset(F.whole);
   proto_frame_reset(F.pieces);
+
+  /* The whole input as one text, as the reader sees it (a top-level
+   * array or scalar, too, which the framing never hands on). */
+  differential((const char *)data, size);
 
   /* Whole, running the commands. */
   feed_all(F.whole, data, size, whole, run_object);

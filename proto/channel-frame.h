@@ -18,9 +18,9 @@
  * max_depth (objects and arrays; the top-level object is depth 1), or has
  * a string literal longer than max_string bytes as written (escapes count
  * as their bytes). The host channel's bounds are PROTO_FRAME_OBJECT_MAX,
- * PROTO_FRAME_DEPTH_MAX and PROTO_FRAME_STRING_MAX: the agent's parser
- * (json-glib) recurses once per level and has no depth limit of its own,
- * and nothing the channel's commands take needs more.
+ * PROTO_FRAME_DEPTH_MAX and PROTO_FRAME_STRING_MAX, the agent's parser's
+ * (agent/json-reader.h) own limits, and nothing the channel's commands
+ * take needs more.
  *
  * After an error, input is discarded without being held:
  *  - past a limit (too big, too deep, string too long): to the end of the

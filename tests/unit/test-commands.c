@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <glib.h>
 #include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -214,23 +215,24 @@ static guint n_requests(JsonObject *report) {
 
 /* ---- commands ---- */
 
+/* The reader's own tests are test-json-reader.c: these are the limits as
+ * the commands see them. */
 static void test_parse_limits(void) {
   g_autoptr(GError) error = NULL;
   g_autoptr(GString) deep = g_string_new(NULL);
   g_autoptr(GString) big = g_string_new("{\"execute\":\"status\",\"id\":\"");
-  JsonNode *n;
+  AgentJsonDoc *n;
 
   for (int i = 0; i < AGENT_COMMAND_NESTING_MAX; i++)
     g_string_append_c(deep, '[');
   for (int i = 0; i < AGENT_COMMAND_NESTING_MAX; i++)
     g_string_append_c(deep, ']');
-  n = agent_commands_parse(deep->str, deep->len, &error);
+  n = agent_json_reader_parse(deep->str, deep->len, &error);
   CU_ASSERT_PTR_NOT_NULL(n); /* exactly at the limit */
-  if (n)
-    json_node_unref(n);
+  agent_json_reader_free(n);
   g_string_prepend_c(deep, '[');
   g_string_append_c(deep, ']');
-  CU_ASSERT_PTR_NULL(agent_commands_parse(deep->str, deep->len, &error));
+  CU_ASSERT_PTR_NULL(agent_json_reader_parse(deep->str, deep->len, &error));
   CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_INVALID));
   CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "nests"));
   g_clear_error(&error);
@@ -239,26 +241,25 @@ static void test_parse_limits(void) {
   {
     const char *brackets = "{\"execute\":\"[[[[[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{{{{{{{{{{\\\"[[[\"}";
 
-    n = agent_commands_parse(brackets, strlen(brackets), NULL);
+    n = agent_json_reader_parse(brackets, strlen(brackets), NULL);
   }
   CU_ASSERT_PTR_NOT_NULL(n);
-  if (n)
-    json_node_unref(n);
+  agent_json_reader_free(n);
 
   while (big->len <= AGENT_COMMAND_TEXT_MAX)
     g_string_append(big, "xxxxxxxxxxxxxxxx");
   g_string_append(big, "\"}");
-  CU_ASSERT_PTR_NULL(agent_commands_parse(big->str, big->len, &error));
+  CU_ASSERT_PTR_NULL(agent_json_reader_parse(big->str, big->len, &error));
   CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "limit"));
   g_clear_error(&error);
 
-  CU_ASSERT_PTR_NULL(agent_commands_parse("{\"execute\": \"st\xff\"}", 18, &error));
+  CU_ASSERT_PTR_NULL(agent_json_reader_parse("{\"execute\": \"st\xff\"}", 18, &error));
   CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "UTF-8"));
   g_clear_error(&error);
-  CU_ASSERT_PTR_NULL(agent_commands_parse("{\"execute\": ", 12, &error));
+  CU_ASSERT_PTR_NULL(agent_json_reader_parse("{\"execute\": ", 12, &error));
   CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "malformed"));
   g_clear_error(&error);
-  CU_ASSERT_PTR_NULL(agent_commands_parse("", 0, &error));
+  CU_ASSERT_PTR_NULL(agent_json_reader_parse("", 0, &error));
 }
 
 static void test_dispatch_errors(void) {
@@ -292,6 +293,15 @@ static void test_dispatch_errors(void) {
        "InvalidParameter"},
       {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"hard\":true}}", 0,
        "InvalidParameter"},
+      /* A NUL character ("\u0000") does not cut a name short. */
+      {"{\"execute\":\"status\\u0000x\"}", 0, "CommandNotFound"},
+      {"{\"execute\":\"status\",\"arguments\":{\"\\u0000\":1}}", 0, "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\\u0000x\":1}}", 0,
+       "InvalidParameter"},
+      {"{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":1,\"level\":\"soft\\u0000\"}}", 0,
+       "InvalidParameter"},
+      /* Duplicate names are malformed: which one would count? */
+      {"{\"execute\":\"status\",\"execute\":\"shrink\"}", 0, "GenericError"},
   };
 
   agent_up(8, 1024);
@@ -332,6 +342,7 @@ static void test_reply_text(void) {
       "{\"execute\":\"nope\",\"id\":{\"a\":[1,true,null,\"x\\\"y\\n\\u0001\u00e9\",-1.5e3,{}],"
       "\"b\":{\"c\":[[]]}}}";
   g_autoptr(JsonNode) request = json_from_string(text, NULL);
+  g_autoptr(AgentJsonDoc) ours = agent_json_reader_parse(text, strlen(text), NULL);
   JsonNode *reply;
   Fake *odd;
   const char *odd_name = "we\"ird\\ \n\t\x01 name \xc3\xa9";
@@ -362,16 +373,18 @@ static void test_reply_text(void) {
   json_node_unref(reply);
   fake_free(odd);
 
+  CU_ASSERT_PTR_NOT_NULL_FATAL(ours);
   err = agent_commands_error_text("GenericError",
-                                  json_object_get_member(json_node_get_object(request), "id"), &len,
-                                  "bad \"%s\"", "thing");
+                                  agent_json_reader_member(agent_json_reader_root(ours), "id"),
+                                  &len, "bad \"%s\"", "thing");
   CU_ASSERT_EQUAL(strlen(err), len);
   {
     g_autoptr(JsonNode) n = json_from_string(err, NULL);
 
     CU_ASSERT_PTR_NOT_NULL_FATAL(n);
     CU_ASSERT_STRING_EQUAL(error_class(n), "GenericError");
-    CU_ASSERT_TRUE(json_object_has_member(json_node_get_object(n), "id"));
+    CU_ASSERT_TRUE(json_node_equal(json_object_get_member(json_node_get_object(n), "id"),
+                                   json_object_get_member(json_node_get_object(request), "id")));
   }
   agent_down();
 }

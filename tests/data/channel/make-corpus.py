@@ -35,7 +35,7 @@ def case(name, data, *expect, why=""):
 
 case("broken-json", b'{"execute" "guest-ping"}\n' + b'{"execute": "guest-ping",}\n' + b'{"execute":}\n' + PING,
      "GenericError", "GenericError", "GenericError", "return",
-     why="malformed but balanced objects: json-glib refuses each, the next one is served")
+     why="malformed but balanced objects: each is refused, the next one is served")
 case("mismatched-brackets",
      b'{"execute":"guest-ping"]\n' + PING + b'\n{"execute":["guest-ping"}\n' + PING + b"\xff" + PING,
      "GenericError", "return", "return",
@@ -80,12 +80,12 @@ case("out-of-range",
      + req("guest-sync", b'{"id":1e999}') + b'{"execute":"guest-ping","id":[1,-1e999]}'
      + req("guest-sync", b'{"id":-9223372036854775808}'),
      "5*InvalidParameter", "4*GenericError", "return=-9223372036854775808",
-     why="a number json-glib would wrap, read as octal or as infinity is malformed, not another number")
+     why="a number a lax parser would wrap, read as octal or as infinity is malformed, not another number")
 case("lax-json",
      b'{"execute":"guest-p\\ing"}' + req("guest-ping", b'{"x":"a\tb"}') + req("guest-ping", b'{"x":"\\u12"}')
      + req("guest-ping", b'{"x":"a\nb"}') + PING,
      "4*GenericError", "return",
-     why="escapes JSON does not have and raw control characters in strings, which json-glib would take")
+     why="escapes JSON does not have and raw control characters in strings, which a lax parser would take")
 case("missing-arguments",
      req("guest-sync") + req("guest-sync", b"{}") + req("guest-sync-delimited") + req("shrinkd-shrink")
      + req("shrinkd-shrink", b'{"level":"hard"}') + req("shrinkd-prepare") + req("shrinkd-prepare", b'{"deadline_ms":100}')
