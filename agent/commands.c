@@ -1056,16 +1056,6 @@ static void cmd_guest_info(AgentCommands *self, const AgentJsonValue *args,
   call_finish(call, &w, out);
 }
 
-/* The JSON text of @value (for an "id" kept past its request). */
-static char *value_text(const AgentJsonValue *value) {
-  GString *out = g_string_new(NULL);
-  AgentJsonWriter w;
-
-  agent_json_init(&w, out);
-  agent_json_node(&w, NULL, value);
-  return g_string_free(out, FALSE);
-}
-
 void agent_commands_dispatch(AgentCommands *self, const AgentJsonValue *request,
                              const AgentCaller *caller, AgentCommandReplyFunc reply,
                              gpointer user_data, GDestroyNotify destroy) {
@@ -1088,7 +1078,7 @@ void agent_commands_dispatch(AgentCommands *self, const AgentJsonValue *request,
   }
   id = agent_json_reader_member(request, "id");
   if (id)
-    call->id = value_text(id);
+    call->id = agent_json_to_text(id); /* kept past its request */
   if (!check_known_args(request, top_known, &why)) {
     call_error(call, "GenericError", "request: %s", why);
     return;

@@ -167,3 +167,12 @@ void agent_json_raw(AgentJsonWriter *w, const char *key, const char *json) {
   start_value(w, key);
   g_string_append(w->out, json);
 }
+
+char *agent_json_to_text(const AgentJsonValue *node) {
+  GString *out = g_string_new(NULL);
+  AgentJsonWriter w;
+
+  agent_json_init(&w, out);
+  agent_json_node(&w, NULL, node);
+  return g_string_free(out, FALSE);
+}

@@ -51,3 +51,7 @@ void agent_json_node(AgentJsonWriter *w, const char *key, const AgentJsonValue *
  * writer before, say), as it is: for a value kept as text rather than
  * kept parsed. */
 void agent_json_raw(AgentJsonWriter *w, const char *key, const char *json);
+
+/* The compact JSON text of @node, as agent_json_node() writes it
+ * (transfer full: g_free it). */
+char *agent_json_to_text(const AgentJsonValue *node);

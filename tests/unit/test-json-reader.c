@@ -25,12 +25,7 @@ static const char *corpus_dir;
 
 /* The compact text agent_json_node() writes for @v. */
 static char *write_back(const AgentJsonValue *v) {
-  GString *out = g_string_new(NULL);
-  AgentJsonWriter w;
-
-  agent_json_init(&w, out);
-  agent_json_node(&w, NULL, v);
-  return g_string_free(out, FALSE);
+  return agent_json_to_text(v);
 }
 
 /* Parses @text (of @len bytes); NULL with *@error on failure. */
