@@ -110,7 +110,11 @@ void agent_balloon_decide(const AgentBalloonPolicy *p, const AgentBalloonFacts *
   /* The soft round left a shortfall: the balloon is bound to stall when
    * it has taken what is free, and by then any allocation in the guest
    * may call the OOM killer. Go hard now rather than wait for that. */
-  if (f->target_known && f->rounds > 0 && !f->last_round_hard && missing > free_beyond) {
+  if (f->target_known && f->rounds > 0 && !f->last_round_hard && missing > free_beyond &&
+      (f->last_round_target_bytes == 0 || f->last_round_claimed_bytes < f->last_round_target_bytes)) {
+    amount = missing - free_beyond;
+    if (f->last_round_target_bytes)
+      amount = MIN(amount, f->last_round_target_bytes - f->last_round_claimed_bytes);
     if (f->hint_in_progress) {
       act(out, AGENT_BALLOON_IDLE, "free page hinting in progress: no hard round");
       return;
@@ -120,8 +124,7 @@ void agent_balloon_decide(const AgentBalloonPolicy *p, const AgentBalloonFacts *
                "the hard round follows the soft one after escalate_delay_ms");
       return;
     }
-    act_round(out, p, true, missing - free_beyond,
-              "the soft round left a shortfall free memory cannot cover");
+    act_round(out, p, true, amount, "the soft round left a shortfall free memory cannot cover");
     return;
   }
 
@@ -282,6 +285,7 @@ struct AgentBalloon {
   AgentBalloonPolicy policy;
   GPtrArray *sources;
   AgentSource *virtio; /* borrowed from sources */
+  bool refreshing;     /* evaluate_fresh() is asking the sources for a look */
 
   bool have_reading;
   AgentBalloonReading reading;
@@ -295,6 +299,7 @@ struct AgentBalloon {
   int64_t episode_mono;
   bool last_round_hard;
   uint64_t last_round_claimed;
+  uint64_t last_round_target;
   bool last_round_missed;
   int64_t last_progress_mono;
   int64_t last_round_end_mono; /* 0: none in this episode */
@@ -417,6 +422,7 @@ static void facts_now(AgentBalloon *self, int64_t now, AgentBalloonFacts *f) {
   f->rounds = self->episode.rounds;
   f->last_round_hard = self->last_round_hard;
   f->last_round_claimed_bytes = self->last_round_claimed;
+  f->last_round_target_bytes = self->last_round_target;
   f->last_round_missed = self->last_round_missed;
   if (agent_procfs_read_meminfo(self->procfs, &mi, NULL)) {
     f->mem_known = TRUE;
@@ -450,6 +456,7 @@ static void start_episode(AgentBalloon *self, int64_t now, const char *why) {
   self->episode_mono = now;
   self->last_round_hard = FALSE;
   self->last_round_claimed = 0;
+  self->last_round_target = 0;
   self->last_round_missed = FALSE;
   self->last_progress_mono = now;
   self->last_round_end_mono = 0;
@@ -469,11 +476,27 @@ static void end_episode(AgentBalloon *self, int64_t now, const char *reason) {
 
 static void evaluate(AgentBalloon *self);
 
+/* evaluate() on a reading taken now. The sources' readings are as old as
+ * their last look (a poll every 20 ms or more while the balloon moves, and
+ * later when the guest's CPU is busy freeing), while MemAvailable is read
+ * at once: a stale, smaller actual beside a fresh MemAvailable makes the
+ * shortfall look larger than it is (seen: rounds asking the applications
+ * for tens of MiB more than the balloon still needed). For decisions not
+ * prompted by a reading: a round's end, a timer. The refresh's own events
+ * come back through on_event(), whose evaluate() waits for this one. */
+static void evaluate_fresh(AgentBalloon *self) {
+  self->refreshing = TRUE;
+  for (guint i = 0; i < self->sources->len; i++)
+    agent_source_refresh(g_ptr_array_index(self->sources, i));
+  self->refreshing = FALSE;
+  evaluate(self);
+}
+
 static gboolean on_timer(gpointer data) {
   AgentBalloon *self = data;
 
   self->timer_id = 0;
-  evaluate(self);
+  evaluate_fresh(self);
   return G_SOURCE_REMOVE;
 }
 
@@ -513,6 +536,7 @@ static void on_round_done(const AgentRoundReport *report, gpointer user_data) {
     self->last_progress_mono = now;
   self->last_round_hard = report->level == PROTO_LEVEL_HARD;
   self->last_round_claimed = report->claimed_bytes;
+  self->last_round_target = report->target_bytes;
   self->last_round_missed = FALSE;
   for (guint i = 0; i < report->requests->len; i++)
     if (g_array_index(report->requests, AgentRoundRequest, i).missed)
@@ -528,7 +552,7 @@ static void on_round_done(const AgentRoundReport *report, gpointer user_data) {
     g_info("balloon: round %" G_GUINT64_FORMAT " (%s) claimed %.1f of %.1f MiB in %.0f ms",
            report->round_id, proto_level_name(report->level), MIB(report->claimed_bytes),
            MIB(report->target_bytes), report->duration_us / 1000.0);
-  evaluate(self);
+  evaluate_fresh(self);
 }
 
 /* Asks for a round; returns whether it was queued. */
@@ -577,6 +601,8 @@ static void log_round(AgentBalloon *self, const AgentBalloonFacts *f, const Agen
 
 /* Decides and acts until the answer is to wait. */
 static void evaluate(AgentBalloon *self) {
+  if (self->refreshing)
+    return; /* evaluate_fresh() decides when the refresh is over */
   for (int guard = 0; guard < 8; guard++) {
     int64_t now = g_get_monotonic_time();
     AgentBalloonFacts f;

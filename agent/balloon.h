@@ -38,8 +38,15 @@
  *     is still positive: the balloon is bound to stall once it has taken
  *     what is free, and in a guest that short any allocation may call the
  *     OOM killer, so do not wait for the stall: unless hinting is in
- *     progress (IDLE), HARD round for the shortfall once escalate_delay_ms
- *     have passed since the soft round ended (default 0: at once).
+ *     progress (IDLE), HARD round once escalate_delay_ms have passed since
+ *     the soft round ended (default 0: at once), for the smaller of that
+ *     shortfall and what the soft round asked for but was not claimed.
+ *     MemAvailable lags behind what applications free: a transparent huge
+ *     page partly given back stays whole until the kernel splits it under
+ *     pressure (seen: 50 MiB freed but not yet counted, and a hard round
+ *     that much too large). If the claims said more than came back, the
+ *     balloon stalls and rule 9 asks for the rest. A soft round whose
+ *     claims covered what it asked for: no hard round here (rule 9).
  *  9. Not stalled: WAIT until stall_ms after the last progress. Stalled
  *     means an "Out of puff" line since our last round ended with no
  *     progress after it, or no change of actual for stall_ms (counted
@@ -161,6 +168,7 @@ typedef struct {
   uint32_t rounds;      /* ours in this episode, the running one included */
   bool last_round_hard; /* the last one that ended in this episode */
   uint64_t last_round_claimed_bytes;
+  uint64_t last_round_target_bytes; /* what it asked for; 0: unknown */
   bool last_round_missed; /* a request of it got no reply in time */
   bool mem_known;         /* MemAvailable could be read */
   uint64_t mem_available_bytes;

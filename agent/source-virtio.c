@@ -821,6 +821,17 @@ static void virtio_stop(AgentSource *base) {
   agent_source_set_status(base, FALSE, "none", "stopped");
 }
 
+/* A look between polls, for a decision that needs the balloon's size now.
+ * Only with a readable config space: what /proc/vmstat says is followed
+ * by polls, and sizes no round. */
+static void virtio_refresh(AgentSource *base) {
+  VirtioSource *self = (VirtioSource *)base;
+
+  if (self->mode != MODE_NONE && self->have_reading &&
+      self->dev.access != AGENT_VIRTIO_ACCESS_NONE)
+    read_now(self, 0);
+}
+
 static void virtio_finalize(AgentSource *base) {
   VirtioSource *self = (VirtioSource *)base;
 
@@ -836,6 +847,7 @@ static const AgentSourceClass virtio_class = {
     .start = virtio_start,
     .stop = virtio_stop,
     .finalize = virtio_finalize,
+    .refresh = virtio_refresh,
 };
 
 AgentSource *agent_source_virtio_new(const AgentSourceEnv *env,

@@ -42,6 +42,11 @@ void agent_source_stop(AgentSource *self) {
   self->klass->stop(self);
 }
 
+void agent_source_refresh(AgentSource *self) {
+  if (self->started && self->klass->refresh)
+    self->klass->refresh(self);
+}
+
 void agent_source_free(AgentSource *self) {
   if (!self)
     return;

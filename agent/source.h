@@ -99,6 +99,13 @@ void agent_source_free(AgentSource *self);
  * why in its status. */
 void agent_source_disable(AgentSource *self, const char *reason);
 
+/* Reads what @self watches now, if it can (a started balloon source:
+ * its config space), and emits any change as events before returning, as
+ * a look of its own would. For a decision that must not rest on a reading
+ * that may be a poll old (the balloon keeps moving between polls). Does
+ * nothing for a source without a reading of its own or not started. */
+void agent_source_refresh(AgentSource *self);
+
 /* Fills @out; valid until the source changes its status or is freed. */
 void agent_source_get_status(const AgentSource *self, AgentSourceStatus *out);
 
@@ -112,6 +119,7 @@ typedef struct {
   void (*start)(AgentSource *self);
   void (*stop)(AgentSource *self);     /* must leave no fd or GSource behind */
   void (*finalize)(AgentSource *self); /* frees the implementation's part (after stop) */
+  void (*refresh)(AgentSource *self);  /* optional: agent_source_refresh() */
 } AgentSourceClass;
 
 /* The common part; an implementation embeds it first. */

@@ -189,6 +189,30 @@ static void test_escalation(void) {
   CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_IDLE);
   f.hint_in_progress = false;
 
+  /* The soft round asked for 390 MiB and 100 came back by its claims:
+   * 290 more are needed, although MemAvailable (which lags behind what
+   * applications free: huge pages split later) says 334. The smaller. */
+  f.last_round_target_bytes = 390 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  CU_ASSERT_EQUAL(a.round_bytes, 290 * MiB);
+  /* MemAvailable says less than the claims: that. */
+  f.last_round_target_bytes = 600 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.round_bytes, 334 * MiB);
+  /* The claims covered all it asked for: no hard round yet; a stall
+   * will say whether the memory really came back. */
+  f.last_round_target_bytes = 100 * MiB;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_WAIT);
+  CU_ASSERT_EQUAL(a.wait_ms, 200);
+  f.since_progress_ms = 300;
+  a = decide(&f);
+  CU_ASSERT_EQUAL(a.step, AGENT_BALLOON_HARD);
+  CU_ASSERT_EQUAL(a.round_bytes, 340 * MiB);
+  f.since_progress_ms = 100;
+  f.last_round_target_bytes = 0;
+
   /* After a hard round, moving: wait, even with a shortfall left (the
    * freed memory may still be on its way back to the kernel). */
   f.last_round_hard = true;
@@ -785,6 +809,65 @@ static void test_controller(void) {
 
   /* Freed while a round is still queued: the round's end finds no one. */
   emit(AGENT_SOURCE_EVENT_TARGET, 50 * MiB, 0, 0, false);
+  agent_balloon_free(b);
+  agent_rounds_free(rounds);
+  agent_registry_free(reg);
+  agent_procfs_free(procfs);
+  while (g_main_context_iteration(NULL, FALSE))
+    ;
+}
+
+/* ---- the controller refreshes its reading before sizing a round ---- */
+
+/* What the fake device holds: the test moves it without an event, as a
+ * balloon moves between two polls; a refresh emits it. */
+static uint64_t device_target, device_actual;
+static guint refreshes;
+
+static void fake_refresh(AgentSource *s) {
+  refreshes++;
+  emit(AGENT_SOURCE_EVENT_PROGRESS, device_target, device_actual, 0, false);
+}
+
+static const AgentSourceClass fake_refresh_class = {
+    .name = "fake-balloon",
+    .start = fake_start,
+    .stop = fake_stop,
+    .finalize = fake_finalize,
+    .refresh = fake_refresh,
+};
+
+static void test_controller_fresh_reading(void) {
+  g_autofree char *root = g_build_filename(proc_fixtures, "guest-stalled-256mib-hog", NULL);
+  AgentProcfs *procfs = agent_procfs_new(root); /* MemAvailable 0 */
+  AgentRegistry *reg = agent_registry_new(16);
+  AgentRounds *rounds = agent_rounds_new(reg, procfs, NULL);
+  AgentBalloonPolicy p;
+  AgentBalloon *b;
+
+  agent_balloon_policy_init(&p); /* escalate_delay_ms 0: hard at the soft round's end */
+  p.psi_interval_ms = 100000;
+  b = agent_balloon_new(rounds, procfs, &p);
+  fake = g_malloc0(sizeof(AgentSource));
+  agent_source_init(fake, &fake_refresh_class, &(AgentSourceEnv){.root = root, .procfs = procfs});
+  agent_balloon_add_source(b, fake);
+  agent_balloon_start(b);
+
+  /* The host wants 800 MiB; the event says the balloon holds 0: soft
+   * round for 800 MiB. Meanwhile, unseen by any event, it takes 300. */
+  device_target = 800 * MiB;
+  device_actual = 300 * MiB;
+  refreshes = 0;
+  emit(AGENT_SOURCE_EVENT_TARGET, 800 * MiB, 0, 0, false);
+  CU_ASSERT_TRUE_FATAL(run_until_reports(rounds, 2, 1000));
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->level, PROTO_LEVEL_SOFT);
+  CU_ASSERT_EQUAL(report_at(rounds, 0)->target_bytes, 800 * MiB);
+  /* The soft round's end looks again: the hard round is for the 500 MiB
+   * still missing, not for the 800 of the last event. */
+  CU_ASSERT(refreshes >= 1);
+  CU_ASSERT_EQUAL(report_at(rounds, 1)->level, PROTO_LEVEL_HARD);
+  CU_ASSERT_EQUAL(report_at(rounds, 1)->target_bytes, 500 * MiB);
+
   agent_balloon_free(b);
   agent_rounds_free(rounds);
   agent_registry_free(reg);
@@ -1560,6 +1643,8 @@ int main(int argc, char **argv) {
   CU_add_test(s, "hints: the sum of the estimates", test_hint_estimates);
   CU_add_test(s, "controller with a fake source and real rounds", test_controller);
   CU_add_test(s, "controller without a known target", test_controller_blind);
+  CU_add_test(s, "controller: a round's end sizes the next on a fresh reading",
+              test_controller_fresh_reading);
   CU_add_test(s, "controller: one hint round per id, after the balloon's", test_controller_hint);
   CU_add_test(s, "controller: a full queue delays a hint round; off", test_controller_hint_busy);
   CU_add_test(s, "virtio source: every new hint id is a request", test_source_hint_ids);
