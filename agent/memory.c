@@ -50,6 +50,10 @@ static int page_out_segments(struct dl_phdr_info *info, size_t size, void *data)
       touch_pages(start, end, page);
     } else {
       madvise((void *)start, end - start, MADV_PAGEOUT);
+      /* No fault-around and no read-ahead: a fault maps the one page the
+       * code needs, not the 16 around it that happen to be cached, which
+       * would be locked too (measured: 1.56 -> 1.27 MiB of Pss). */
+      madvise((void *)start, end - start, MADV_RANDOM);
     }
   }
   return 0;

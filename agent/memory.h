@@ -22,7 +22,8 @@
  * read-only segments that only this process maps (relocation tables and
  * init code the dynamic linker and constructors touched), paged out with
  * MADV_PAGEOUT (Linux >= 5.4; a hint: a page touched again comes back from
- * its file), and the heap start-up freed. The agent's own code is touched
+ * its file) and marked MADV_RANDOM (a later fault maps one page, not the
+ * cached ones around it), and the heap start-up freed. The agent's own code is touched
  * instead, every page of it: it is small, and a round must not have to
  * fault it in when the guest has no memory left. Call before the work
  * whose code should stay resident (the sources' start, the warm-up).
