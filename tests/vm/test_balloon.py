@@ -296,11 +296,14 @@ def needy_inflate(c, vm, args, name, extra_mib=150, app_mib=300, target_known=Tr
     application. Returns (BalloonWait, new balloon rounds, shrink callbacks).
 
     With the target unknown (config space and I/O BAR unreadable) shrinkd
-    hears of the episode only when free memory is gone; then any allocation,
-    its own request's socket buffer included, may wake the OOM killer (seen:
-    GFP_KERNEL from shrinkd, about 1 run in 4). Issue 3 asks for a working
-    agent that falls back to what it can see; that is checked, and OOM
-    records are reported, not failed."""
+    hears of the episode only when free memory is gone; then any allocation
+    may wake the OOM killer. Seen in most runs: GFP_KERNEL from shrinkd's
+    poll(), the page of poll table entries the kernel allocates for every
+    poll() over more than 9 wait queues (GLib's main loop polls each client
+    socket); the socket buffers of its requests would come next. Issue 3
+    asks for a working agent that falls back to what it can see; that is
+    checked, and OOM records are reported (with the first one's call
+    trace), not failed."""
     g = vm.g
     for n, a in vm.apps_alive().items():
         if not a:
@@ -337,6 +340,12 @@ def needy_inflate(c, vm, args, name, extra_mib=150, app_mib=300, target_known=Tr
                 "actual %s after %.2f s" % (mib(w.actual), w.elapsed))
         log("NOTE %s: %d OOM records (reported, not failed: see needy_inflate) %s"
             % (name, len(oom), oom_detail))
+        if oom:
+            # Who allocated, and from where: the call trace that follows.
+            rec = vm.port.kmsg_matching(r".", since_t=oom[0][0])
+            frames = [text.strip() for _t, _u, text in rec[:60] if "+0x" in text]
+            log("NOTE %s: the first OOM's call trace: %s" % (name, " < ".join(
+                f.split()[0] for f in frames[:24]) or "not in the log"))
     g.balloon(GUEST_MIB * MiB)
     g.wait_balloon(GUEST_MIB * MiB, timeout=args.wait)
     vm.stop_app("needy")
