@@ -11,6 +11,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from shrinkdtest import (Agent, Fixture, MiB, Process, RawClient, ERROR, binary, registered_pids,
+                         skip_if_sanitized,
                          rss_kib, wait_until)
 
 
@@ -137,6 +138,7 @@ class RoundTests(Fixture):
 
 
 class MemoryTests(Fixture):
+    @skip_if_sanitized
     def test_cache_rss_falls_by_at_least_80_percent_of_what_it_reports(self):
         cache = self.start_example("shrink-example-cache", "--mib", "128")
         self.wait_registered(cache.pid)
