@@ -15,19 +15,12 @@
 #include "migrate.h"
 #include "qmp-backend.h"
 #include "report.h"
+#include "fake-guest-agent.h"
 #include "vs-error.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
 
 /* ---- the fakes ---- */
-
-typedef enum {
-  AGENT_OK,         /* answers with a report */
-  AGENT_ABSENT,     /* open_agent fails with VS_ERROR_NO_AGENT */
-  AGENT_BUSY,       /* answers with a Busy error */
-  AGENT_TIMEOUT,    /* no answer in time */
-  AGENT_NOT_OBJECT, /* answers 42 */
-} AgentBehaviour;
 
 typedef enum {
   MIG_OK,                 /* setup, then active until all is sent, then completed */
@@ -53,14 +46,12 @@ typedef struct {
   VsBackend parent;
   gint64 now_us;
   const char *state;
-  AgentBehaviour agent;
+  FakeGuestAgent guest; /* the guest agent: its behaviour, what it saw */
   MigBehaviour mig;
   gint64 started_at_us, cancelled_at_us;
   guint cancels, queries;
   GPtrArray *calls; /* "state", "open-agent", the agent's commands, "start", "cancel" */
-  JsonObject *prepare_args;
-  guint prepare_timeout_ms, open_timeout_ms;
-  guint agents_alive, agents_alive_at_start;
+  guint agents_alive_at_start;
   char *dest_uri;
   guint64 bandwidth_mib_s;
   /* What the progress callback saw. */
@@ -72,11 +63,6 @@ typedef struct {
   volatile sig_atomic_t stop;
   GPtrArray *warnings_seen;
 } Fake;
-
-typedef struct {
-  VsAgent parent;
-  Fake *fake;
-} FakeAgent;
 
 static void record(Fake *f, const char *what) {
   g_ptr_array_add(f->calls, g_strdup(what));
@@ -102,7 +88,7 @@ static gboolean fake_get_state(VsBackend *self, gboolean *running, char **state,
 
 /* The answer of shrinkd-prepare-migration as docs/channel-protocol.md
  * gives it: one soft round, reason "migration". */
-static JsonNode *prepare_answer(void) {
+static JsonNode *prepare_answer(JsonObject *arguments) {
   return json_from_string(
       "{\"freed_bytes\": 150000000, \"measured_bytes\": 140000000,"
       " \"mem_available_before_bytes\": 200000000, \"mem_available_after_bytes\": 340000000,"
@@ -117,61 +103,8 @@ static JsonNode *prepare_answer(void) {
       NULL);
 }
 
-static JsonNode *fake_agent_call(VsAgent *self, const char *command, JsonObject *arguments,
-                                 guint timeout_ms, GError **error) {
-  Fake *f = ((FakeAgent *)self)->fake;
-
-  record(f, command);
-  if (strcmp(command, "shrinkd-prepare-migration") != 0) {
-    g_set_error(error, VS_AGENT_ERROR, VS_AGENT_ERROR_COMMAND_NOT_FOUND, "no %s", command);
-    return NULL;
-  }
-  f->prepare_args = json_object_ref(arguments);
-  f->prepare_timeout_ms = timeout_ms;
-  switch (f->agent) {
-  case AGENT_BUSY:
-    f->now_us += 1000;
-    g_set_error_literal(error, VS_AGENT_ERROR, VS_AGENT_ERROR_BUSY, "queue full (Busy)");
-    return NULL;
-  case AGENT_TIMEOUT:
-    f->now_us += (gint64)timeout_ms * 1000;
-    g_set_error(error, VS_ERROR, VS_ERROR_TIMEOUT,
-                "shrinkd-prepare-migration: no answer from the guest agent within %u ms",
-                timeout_ms);
-    return NULL;
-  case AGENT_NOT_OBJECT: return json_from_string("42", NULL);
-  default:
-    f->now_us += 300000; /* the soft round takes 300 ms */
-    return prepare_answer();
-  }
-}
-
-static void fake_agent_free(VsAgent *self) {
-  ((FakeAgent *)self)->fake->agents_alive--;
-  g_free(self);
-}
-
-static const VsAgentOps fake_agent_ops = {fake_agent_call, fake_agent_free};
-
 static VsAgent *fake_open_agent(VsBackend *self, guint timeout_ms, GError **error) {
-  Fake *f = (Fake *)self;
-  FakeAgent *a;
-
-  record(f, "open-agent");
-  f->open_timeout_ms = timeout_ms;
-  if (f->agent == AGENT_ABSENT) {
-    f->now_us += (gint64)timeout_ms * 1000;
-    g_set_error(error, VS_ERROR, VS_ERROR_NO_AGENT,
-                "cannot connect to the guest agent channel at /fake: no answer to "
-                "guest-sync-delimited within %u ms",
-                timeout_ms);
-    return NULL;
-  }
-  a = g_new0(FakeAgent, 1);
-  a->parent.ops = &fake_agent_ops;
-  a->fake = f;
-  f->agents_alive++;
-  return &a->parent;
+  return fake_guest_agent_open(&((Fake *)self)->guest, timeout_ms, error);
 }
 
 static void fake_free(VsBackend *self) {}
@@ -180,7 +113,7 @@ static gboolean fake_migrate_start(VsBackend *self, const VsMigrateParams *param
   Fake *f = (Fake *)self;
 
   record(f, "start");
-  f->agents_alive_at_start = f->agents_alive;
+  f->agents_alive_at_start = f->guest.alive;
   f->now_us += 2000;
   if (f->mig == MIG_START_FAILS) {
     g_set_error_literal(error, VS_ERROR, VS_ERROR_FAILED,
@@ -310,17 +243,18 @@ static void fake_init(Fake *f) {
       .last_transferred = -1,
       .stop_after_bytes = -1,
       .calls = g_ptr_array_new_with_free_func(g_free),
+      .guest = {.command = "shrinkd-prepare-migration", .answer_us = 300000, .answer = prepare_answer},
       .warnings_seen = g_ptr_array_new_with_free_func(g_free),
   };
+  f->guest.now_us = &f->now_us;
+  f->guest.calls = f->calls;
 }
 
 static void fake_clear(Fake *f) {
   g_ptr_array_unref(f->calls);
   g_ptr_array_unref(f->warnings_seen);
-  if (f->prepare_args)
-    json_object_unref(f->prepare_args);
   g_free(f->dest_uri);
-  CU_ASSERT_EQUAL(f->agents_alive, 0); /* every agent was freed */
+  fake_guest_agent_clear(&f->guest);
 }
 
 static VsClock fake_clock;
@@ -389,12 +323,12 @@ static void test_soft_round_then_migration_completes(void) {
   CU_ASSERT_EQUAL(r.warnings->len, 0);
   /* The agent got the default deadline and no fraction, and the deadline
    * plus the margin to answer; its channel was closed before the start. */
-  CU_ASSERT_EQUAL(json_object_get_int_member(f.prepare_args, "deadline_ms"),
+  CU_ASSERT_EQUAL(json_object_get_int_member(f.guest.args, "deadline_ms"),
                   VS_MIGRATE_DEFAULT_DEADLINE_MS);
-  CU_ASSERT_FALSE(json_object_has_member(f.prepare_args, "fraction_pct"));
-  CU_ASSERT_EQUAL(f.prepare_timeout_ms,
+  CU_ASSERT_FALSE(json_object_has_member(f.guest.args, "fraction_pct"));
+  CU_ASSERT_EQUAL(f.guest.call_timeout_ms,
                   VS_MIGRATE_DEFAULT_DEADLINE_MS + VS_MIGRATE_PREPARE_MARGIN_MS);
-  CU_ASSERT_EQUAL(f.open_timeout_ms, VS_SETMEM_DEFAULT_AGENT_TIMEOUT_MS);
+  CU_ASSERT_EQUAL(f.guest.open_timeout_ms, VS_SETMEM_DEFAULT_AGENT_TIMEOUT_MS);
   CU_ASSERT_EQUAL(f.agents_alive_at_start, 0);
   CU_ASSERT_STRING_EQUAL(f.dest_uri, "tcp:dest:4444");
   CU_ASSERT_EQUAL(f.bandwidth_mib_s, 0);
@@ -431,11 +365,11 @@ static void test_options_reach_agent_and_backend(void) {
   o.params.bandwidth_mib_s = 256;
   vs_migrate_run(&f.parent, &o, &r);
   CU_ASSERT_EQUAL(r.outcome, VS_MIGRATE_COMPLETED);
-  CU_ASSERT_EQUAL(json_object_get_int_member(f.prepare_args, "deadline_ms"), 1500);
-  CU_ASSERT_EQUAL(json_object_get_int_member(f.prepare_args, "fraction_pct"), 40);
-  CU_ASSERT_EQUAL(json_object_get_size(f.prepare_args), 2);
-  CU_ASSERT_EQUAL(f.prepare_timeout_ms, 1500 + VS_MIGRATE_PREPARE_MARGIN_MS);
-  CU_ASSERT_EQUAL(f.open_timeout_ms, 700);
+  CU_ASSERT_EQUAL(json_object_get_int_member(f.guest.args, "deadline_ms"), 1500);
+  CU_ASSERT_EQUAL(json_object_get_int_member(f.guest.args, "fraction_pct"), 40);
+  CU_ASSERT_EQUAL(json_object_get_size(f.guest.args), 2);
+  CU_ASSERT_EQUAL(f.guest.call_timeout_ms, 1500 + VS_MIGRATE_PREPARE_MARGIN_MS);
+  CU_ASSERT_EQUAL(f.guest.open_timeout_ms, 700);
   CU_ASSERT_EQUAL(f.bandwidth_mib_s, 256);
   vs_migrate_result_clear(&r);
   fake_clear(&f);
@@ -447,7 +381,7 @@ static void test_no_agent_warns_and_migrates(void) {
   g_autofree char *seq = NULL;
 
   fake_init(&f);
-  f.agent = AGENT_ABSENT;
+  f.guest.behaviour = AGENT_ABSENT;
   run(&f, VS_AGENT_AUTO, &r);
   seq = calls(&f);
   CU_ASSERT_STRING_EQUAL(seq, "open-agent start");
@@ -497,7 +431,7 @@ static void test_agent_failures_migrate_anyway(void) {
     g_autofree char *seq = NULL;
 
     fake_init(&f);
-    f.agent = rows[i].b;
+    f.guest.behaviour = rows[i].b;
     run(&f, VS_AGENT_AUTO, &r);
     seq = calls(&f);
     CU_ASSERT_STRING_EQUAL(seq, "open-agent shrinkd-prepare-migration start");
@@ -519,7 +453,7 @@ static void test_required_agent(void) {
     g_autofree char *seq = NULL;
 
     fake_init(&f);
-    f.agent = bad[i];
+    f.guest.behaviour = bad[i];
     run(&f, VS_AGENT_REQUIRED, &r);
     seq = calls(&f);
     /* Failed, and nothing was migrated. */
@@ -817,7 +751,7 @@ static void test_prepare_only(void) {
   CU_ASSERT_EQUAL(vs_migrate_exit_code(&r), 0);
   CU_ASSERT(r.agent_used);
   CU_ASSERT_FALSE(r.started);
-  CU_ASSERT_EQUAL(json_object_get_int_member(f.prepare_args, "fraction_pct"), 100);
+  CU_ASSERT_EQUAL(json_object_get_int_member(f.guest.args, "fraction_pct"), 100);
   CU_ASSERT_EQUAL(r.prepare_us, 300000);
   CU_ASSERT_EQUAL(r.migrate_us, -1);
   vs_migrate_result_clear(&r);
@@ -827,7 +761,7 @@ static void test_prepare_only(void) {
    * it). */
   for (AgentBehaviour b = AGENT_ABSENT; b <= AGENT_NOT_OBJECT; b++) {
     fake_init(&f);
-    f.agent = b;
+    f.guest.behaviour = b;
     options(&f, &o, VS_AGENT_AUTO);
     vs_migrate_prepare_run(&f.parent, &o, &r);
     CU_ASSERT_EQUAL(r.outcome, VS_MIGRATE_FAILED);
@@ -913,7 +847,7 @@ static void test_migrate_json_not_started_and_prepare_only(void) {
 
   fake_init(&f);
   f.mig = MIG_START_FAILS;
-  f.agent = AGENT_ABSENT;
+  f.guest.behaviour = AGENT_ABSENT;
   run(&f, VS_AGENT_AUTO, &r);
   j = vs_report_migrate_json("fake", "tcp:dest:4444", &r);
   obj = json_node_get_object(j);

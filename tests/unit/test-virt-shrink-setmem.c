@@ -11,19 +11,12 @@
 
 #include "report.h"
 #include "setmem.h"
+#include "fake-guest-agent.h"
 #include "vs-error.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
 
 /* ---- the fakes ---- */
-
-typedef enum {
-  AGENT_OK,         /* answers prepare with a report */
-  AGENT_ABSENT,     /* open_agent fails with VS_ERROR_NO_AGENT */
-  AGENT_BUSY,       /* answers prepare with a Busy error */
-  AGENT_TIMEOUT,    /* prepare times out */
-  AGENT_NOT_OBJECT, /* answers prepare with 42 */
-} AgentBehaviour;
 
 typedef struct {
   VsBackend parent;
@@ -37,20 +30,12 @@ typedef struct {
   double set_from;
   const char *state;
   gboolean fail_set, fail_memory_after_set;
-  AgentBehaviour agent;
+  FakeGuestAgent guest; /* the guest agent: its behaviour, what it saw */
   GPtrArray *calls; /* "state", "memory", "open-agent", "prepare", "set" */
-  JsonObject *prepare_args;
-  guint prepare_timeout_ms, open_timeout_ms;
-  guint agents_alive;
   guint progress_calls;
   guint64 last_progress_actual;
   GPtrArray *warnings_seen;
 } Fake;
-
-typedef struct {
-  VsAgent parent;
-  Fake *fake;
-} FakeAgent;
 
 static void record(Fake *f, const char *what) {
   g_ptr_array_add(f->calls, g_strdup(what));
@@ -105,7 +90,7 @@ static gboolean fake_get_state(VsBackend *self, gboolean *running, char **state,
   return TRUE;
 }
 
-static JsonNode *prepare_answer(guint64 new_size) {
+static JsonNode *prepare_answer_for(guint64 new_size) {
   g_autoptr(JsonParser) p = json_parser_new();
   g_autofree char *text = g_strdup_printf(
       "{\"current_size_bytes\": 1073741824, \"new_size_bytes\": %" G_GUINT64_FORMAT ","
@@ -129,60 +114,13 @@ static JsonNode *prepare_answer(guint64 new_size) {
   return json_parser_steal_root(p);
 }
 
-static JsonNode *fake_agent_call(VsAgent *self, const char *command, JsonObject *arguments,
-                                 guint timeout_ms, GError **error) {
-  Fake *f = ((FakeAgent *)self)->fake;
-
-  record(f, command);
-  if (strcmp(command, "shrinkd-prepare") != 0) {
-    g_set_error(error, VS_AGENT_ERROR, VS_AGENT_ERROR_COMMAND_NOT_FOUND, "no %s", command);
-    return NULL;
-  }
-  f->prepare_args = json_object_ref(arguments);
-  f->prepare_timeout_ms = timeout_ms;
-  switch (f->agent) {
-  case AGENT_BUSY:
-    f->now_us += 1000;
-    g_set_error_literal(error, VS_AGENT_ERROR, VS_AGENT_ERROR_BUSY, "queue full (Busy)");
-    return NULL;
-  case AGENT_TIMEOUT:
-    f->now_us += (gint64)timeout_ms * 1000;
-    g_set_error(error, VS_ERROR, VS_ERROR_TIMEOUT,
-                "shrinkd-prepare: no answer from the guest agent within %u ms", timeout_ms);
-    return NULL;
-  case AGENT_NOT_OBJECT: return json_from_string("42", NULL);
-  default:
-    f->now_us += 250000; /* the guest takes 250 ms to free */
-    return prepare_answer((guint64)json_object_get_int_member(arguments, "new_size_bytes"));
-  }
+/* The fake agent's answer to shrinkd-prepare: for the new size asked. */
+static JsonNode *prepare_answer(JsonObject *arguments) {
+  return prepare_answer_for((guint64)json_object_get_int_member(arguments, "new_size_bytes"));
 }
-
-static void fake_agent_free(VsAgent *self) {
-  ((FakeAgent *)self)->fake->agents_alive--;
-  g_free(self);
-}
-
-static const VsAgentOps fake_agent_ops = {fake_agent_call, fake_agent_free};
 
 static VsAgent *fake_open_agent(VsBackend *self, guint timeout_ms, GError **error) {
-  Fake *f = (Fake *)self;
-  FakeAgent *a;
-
-  record(f, "open-agent");
-  f->open_timeout_ms = timeout_ms;
-  if (f->agent == AGENT_ABSENT) {
-    f->now_us += (gint64)timeout_ms * 1000;
-    g_set_error(error, VS_ERROR, VS_ERROR_NO_AGENT,
-                "cannot connect to the guest agent channel at /fake: no answer to "
-                "guest-sync-delimited within %u ms",
-                timeout_ms);
-    return NULL;
-  }
-  a = g_new0(FakeAgent, 1);
-  a->parent.ops = &fake_agent_ops;
-  a->fake = f;
-  f->agents_alive++;
-  return &a->parent;
+  return fake_guest_agent_open(&((Fake *)self)->guest, timeout_ms, error);
 }
 
 static void fake_free(VsBackend *self) {}
@@ -222,16 +160,17 @@ static void fake_init(Fake *f) {
       .set_at_us = -1,
       .state = "running",
       .calls = g_ptr_array_new_with_free_func(g_free),
+      .guest = {.command = "shrinkd-prepare", .answer_us = 250000, .answer = prepare_answer},
       .warnings_seen = g_ptr_array_new_with_free_func(g_free),
   };
+  f->guest.now_us = &f->now_us;
+  f->guest.calls = f->calls;
 }
 
 static void fake_clear(Fake *f) {
   g_ptr_array_unref(f->calls);
   g_ptr_array_unref(f->warnings_seen);
-  if (f->prepare_args)
-    json_object_unref(f->prepare_args);
-  CU_ASSERT_EQUAL(f->agents_alive, 0); /* every agent was freed */
+  fake_guest_agent_clear(&f->guest);
 }
 
 static VsClock fake_clock;
@@ -300,10 +239,10 @@ static void test_prepare_then_balloon_reaches(void) {
   CU_ASSERT_EQUAL(r.max_bytes, 1024 * MiB);
   /* The agent was told the new size and the deadline, and given the
    * deadline plus the margin to answer. */
-  CU_ASSERT_EQUAL(json_object_get_int_member(f.prepare_args, "new_size_bytes"), 384 * MiB);
-  CU_ASSERT_EQUAL(json_object_get_int_member(f.prepare_args, "deadline_ms"), 4000);
-  CU_ASSERT_EQUAL(f.prepare_timeout_ms, 4000 + VS_SETMEM_PREPARE_MARGIN_MS);
-  CU_ASSERT_EQUAL(f.open_timeout_ms, VS_SETMEM_DEFAULT_AGENT_TIMEOUT_MS);
+  CU_ASSERT_EQUAL(json_object_get_int_member(f.guest.args, "new_size_bytes"), 384 * MiB);
+  CU_ASSERT_EQUAL(json_object_get_int_member(f.guest.args, "deadline_ms"), 4000);
+  CU_ASSERT_EQUAL(f.guest.call_timeout_ms, 4000 + VS_SETMEM_PREPARE_MARGIN_MS);
+  CU_ASSERT_EQUAL(f.guest.open_timeout_ms, VS_SETMEM_DEFAULT_AGENT_TIMEOUT_MS);
   /* Phases on the fake clock: 250 ms to prepare, 3 ms to set, 640 MiB at
    * 512 MiB/s = 1.25 s to follow (polls of 100 ms: 1.2-1.3 s). */
   CU_ASSERT_EQUAL(r.prepare_us, 250000);
@@ -339,7 +278,7 @@ static void test_no_agent_warns_and_goes_reactive(void) {
   g_autofree char *seq = NULL;
 
   fake_init(&f);
-  f.agent = AGENT_ABSENT;
+  f.guest.behaviour = AGENT_ABSENT;
   run(&f, 384 * MiB, VS_AGENT_AUTO, &r);
   seq = calls(&f);
   CU_ASSERT_STRING_EQUAL(seq, "open-agent set");
@@ -384,7 +323,7 @@ static void test_required_agent(void) {
     g_autofree char *seq = NULL;
 
     fake_init(&f);
-    f.agent = bad[i];
+    f.guest.behaviour = bad[i];
     run(&f, 384 * MiB, VS_AGENT_REQUIRED, &r);
     seq = calls(&f);
     /* Failed, and the balloon was never touched. */
@@ -425,7 +364,7 @@ static void test_agent_failures_fall_back(void) {
     g_autofree char *seq = NULL;
 
     fake_init(&f);
-    f.agent = rows[i].b;
+    f.guest.behaviour = rows[i].b;
     run(&f, 384 * MiB, VS_AGENT_AUTO, &r);
     seq = calls(&f);
     CU_ASSERT_STRING_EQUAL(seq, "open-agent shrinkd-prepare set");
@@ -527,7 +466,7 @@ static void test_hypervisor_errors(void) {
 /* ---- reports ---- */
 
 static void test_applications(void) {
-  g_autoptr(JsonNode) prepare = prepare_answer(384 * MiB);
+  g_autoptr(JsonNode) prepare = prepare_answer_for(384 * MiB);
   g_autoptr(GPtrArray) apps = vs_prepare_applications(prepare);
   VsAppFreed *a;
 
