@@ -15,7 +15,7 @@
 #include "migrate.h"
 #include "qmp-backend.h"
 #include "report.h"
-#include "fake-guest-agent.h"
+#include "vs-fakes.h"
 #include "vs-error.h"
 
 #define MiB (G_GUINT64_CONSTANT(1) << 20)
@@ -280,25 +280,13 @@ static void run(Fake *f, VsAgentMode mode, VsMigrateResult *r) {
 
 /* The calls other than "state", joined with spaces. */
 static char *calls(Fake *f) {
-  GString *s = g_string_new(NULL);
+  static const char *const skip[] = {"state", NULL};
 
-  for (guint i = 0; i < f->calls->len; i++) {
-    const char *c = g_ptr_array_index(f->calls, i);
-
-    if (strcmp(c, "state") == 0)
-      continue;
-    if (s->len)
-      g_string_append_c(s, ' ');
-    g_string_append(s, c);
-  }
-  return g_string_free(s, FALSE);
+  return fake_calls_text(f->calls, skip);
 }
 
 static gboolean has_warning(VsMigrateResult *r, const char *words) {
-  for (guint i = 0; i < r->warnings->len; i++)
-    if (strstr(g_ptr_array_index(r->warnings, i), words))
-      return TRUE;
-  return FALSE;
+  return fake_has_warning(r->warnings, words);
 }
 
 /* ---- the state machine ---- */

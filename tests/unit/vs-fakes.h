@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * A fake guest agent for virt-shrink's state machines (setmem, migrate):
- * what VsBackendOps.open_agent hands out, on the test's fake clock. It
- * knows one command and behaves as the test says: a report, no agent at
- * all, Busy, a timeout, or an answer that is no object.
+ * What the unit tests of virt-shrink's state machines (setmem, migrate)
+ * share: a fake guest agent, what VsBackendOps.open_agent hands out, on
+ * the test's fake clock (it knows one command and behaves as the test
+ * says: a report, no agent at all, Busy, a timeout, or an answer that is
+ * no object); and readers of what a run recorded.
  */
 #pragma once
 
@@ -38,3 +39,10 @@ VsAgent *fake_guest_agent_open(FakeGuestAgent *g, guint timeout_ms, GError **err
 
 /* Drops what @g holds; asserts that every agent it opened was freed. */
 void fake_guest_agent_clear(FakeGuestAgent *g);
+
+/* The recorded @calls joined with spaces, leaving out those in @skip
+ * (NULL-terminated). Transfer full. */
+char *fake_calls_text(GPtrArray *calls, const char *const *skip);
+
+/* Whether one of @warnings (of char *) contains @words. */
+gboolean fake_has_warning(GPtrArray *warnings, const char *words);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* A fake guest agent (see fake-guest-agent.h). */
-#include "fake-guest-agent.h"
+/* The fakes of virt-shrink's unit tests (see vs-fakes.h). */
+#include "vs-fakes.h"
 
 #include <CUnit/CUnit.h>
 #include <string.h>
@@ -70,4 +70,26 @@ VsAgent *fake_guest_agent_open(FakeGuestAgent *g, guint timeout_ms, GError **err
 void fake_guest_agent_clear(FakeGuestAgent *g) {
   g_clear_pointer(&g->args, json_object_unref);
   CU_ASSERT_EQUAL(g->alive, 0); /* every agent was freed */
+}
+
+char *fake_calls_text(GPtrArray *calls, const char *const *skip) {
+  GString *s = g_string_new(NULL);
+
+  for (guint i = 0; i < calls->len; i++) {
+    const char *c = g_ptr_array_index(calls, i);
+
+    if (g_strv_contains(skip, c))
+      continue;
+    if (s->len)
+      g_string_append_c(s, ' ');
+    g_string_append(s, c);
+  }
+  return g_string_free(s, FALSE);
+}
+
+gboolean fake_has_warning(GPtrArray *warnings, const char *words) {
+  for (guint i = 0; i < warnings->len; i++)
+    if (strstr(g_ptr_array_index(warnings, i), words))
+      return TRUE;
+  return FALSE;
 }
