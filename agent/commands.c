@@ -1096,9 +1096,8 @@ void agent_commands_dispatch(AgentCommands *self, const AgentJsonValue *request,
   }
   /* A name with a NUL character in it ("status\u0000x") is no command's:
    * compared whole, not as a C string. */
-  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
-    if ((commands[i].callers & (1u << caller->kind)) && strlen(name) == name_len &&
-        strcmp(commands[i].name, name) == 0) {
+  for (gsize i = 0, n = strlen(name) == name_len ? G_N_ELEMENTS(commands) : 0; i < n; i++) {
+    if ((commands[i].callers & (1u << caller->kind)) && strcmp(commands[i].name, name) == 0) {
       commands[i].func(self, args, caller, call);
       return;
     }
