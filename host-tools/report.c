@@ -318,12 +318,13 @@ void vs_report_setmem_text(FILE *out, const char *guest, const VsSetmemResult *r
   print_applications(out, r->agent_used, r->prepare);
 }
 
-static void add_us(JsonBuilder *b, const char *name, gint64 us) {
+/* A figure (a time, a size), or null when unknown (negative). */
+static void add_figure(JsonBuilder *b, const char *name, gint64 value) {
   json_builder_set_member_name(b, name);
-  if (us < 0)
+  if (value < 0)
     json_builder_add_null_value(b);
   else
-    json_builder_add_int_value(b, us);
+    json_builder_add_int_value(b, value);
 }
 
 static void add_string_or_null(JsonBuilder *b, const char *name, const char *value) {
@@ -404,10 +405,10 @@ JsonNode *vs_report_setmem_json(const char *guest, const VsSetmemResult *r) {
   add_uint(b, "max_bytes", r->max_bytes);
   json_builder_set_member_name(b, "phases_us");
   json_builder_begin_object(b);
-  add_us(b, "prepare", r->prepare_us);
-  add_us(b, "balloon", r->balloon_us);
-  add_us(b, "follow", r->follow_us);
-  add_us(b, "total", r->total_us);
+  add_figure(b, "prepare", r->prepare_us);
+  add_figure(b, "balloon", r->balloon_us);
+  add_figure(b, "follow", r->follow_us);
+  add_figure(b, "total", r->total_us);
   json_builder_end_object(b);
   add_agent(b, r->agent_used, r->agent_note, r->prepare);
   add_applications(b, r->prepare);
@@ -519,15 +520,6 @@ void vs_report_migrate_text(FILE *out, const char *guest, const char *destinatio
   print_applications(out, r->agent_used, r->prepare);
 }
 
-/* A figure, or null when unknown. */
-static void add_figure(JsonBuilder *b, const char *name, gint64 value) {
-  json_builder_set_member_name(b, name);
-  if (value < 0)
-    json_builder_add_null_value(b);
-  else
-    json_builder_add_int_value(b, value);
-}
-
 static void add_migration(JsonBuilder *b, const VsMigrateResult *r) {
   const VsMigrationInfo *i = &r->info;
   gboolean completed = i->status == VS_MIGRATION_COMPLETED;
@@ -570,10 +562,10 @@ JsonNode *vs_report_migrate_json(const char *guest, const char *destination,
     add_migration(b, r);
   json_builder_set_member_name(b, "phases_us");
   json_builder_begin_object(b);
-  add_us(b, "prepare", r->prepare_us);
+  add_figure(b, "prepare", r->prepare_us);
   if (destination)
-    add_us(b, "migrate", r->migrate_us);
-  add_us(b, "total", r->total_us);
+    add_figure(b, "migrate", r->migrate_us);
+  add_figure(b, "total", r->total_us);
   json_builder_end_object(b);
   add_agent(b, r->agent_used, r->agent_note, r->prepare);
   add_applications(b, r->prepare);
