@@ -608,34 +608,22 @@ def _group_d(c, args, vm, timings):
 # ---------------------------------------------------------------- main
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("build_dir")
-    ap.add_argument("workdir", nargs="?", default=vmlib.default_workdir())
-    ap.add_argument("--only", default="A,B,C,D", help="groups to run (A,B,C,D)")
-    ap.add_argument("--wait", type=float, default=60.0,
-                    help="seconds a balloon may take to reach its target (default 60)")
-    ap.add_argument("--baseline-wait", type=float, default=None,
-                    help="seconds the baseline waits (default: twice what shrinkd needed in "
-                    "check 1, at least 10, at most --wait)")
-    args = ap.parse_args()
-    args.workdir = os.path.abspath(args.workdir)
-    c = Checks()
-    timings = {}
-    t = time.monotonic()
-    try:
-        img = guestlib.prepare(args.build_dir, args.workdir)
-    except Exception as e:
-        c.check("prepare image", False, e)
-        return finish(c, timings)
-    timings["prepare"] = time.monotonic() - t
-    log("image %s (%.1f s); %s" % (img, timings["prepare"], vmlib.qemu_version()))
-    groups = {"A": group_a, "B": group_b, "C": group_c, "D": group_d}
-    for name in [x.strip().upper() for x in args.only.split(",") if x.strip()]:
-        t = time.monotonic()
-        log("== guest %s" % name)
-        groups[name](c, args, img, timings)
-        timings["guest " + name] = time.monotonic() - t
-    return finish(c, timings)
+    def add_args(ap):
+        ap.add_argument("--only", default="A,B,C,D", help="groups to run (A,B,C,D)")
+        ap.add_argument("--baseline-wait", type=float, default=None,
+                        help="seconds the baseline waits (default: twice what shrinkd needed in "
+                        "check 1, at least 10, at most --wait)")
+
+    def run(c, args, img, timings):
+        log("image %s (%.1f s); %s" % (img, timings["prepare"], vmlib.qemu_version()))
+        groups = {"A": group_a, "B": group_b, "C": group_c, "D": group_d}
+        for name in [x.strip().upper() for x in args.only.split(",") if x.strip()]:
+            t = time.monotonic()
+            log("== guest %s" % name)
+            groups[name](c, args, img, timings)
+            timings["guest " + name] = time.monotonic() - t
+
+    return vm_test_main(__doc__.split("\n")[0], run, add_args)
 
 
 def vm_test_main(description, run, add_args=None):
