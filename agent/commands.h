@@ -151,8 +151,8 @@ void agent_commands_handle_text(AgentCommands *self, const char *text, gsize len
 /*
  * Runs a status command and throws the reply away, so that the one-time
  * work of the first command (the code it runs paged in, GLib's first
- * allocations of those sizes) happens at start-up, before main.c drops
- * start-up pages and locks memory.
+ * allocations of those sizes) happens at start-up: after main.c dropped
+ * the pages only start-up needed, before it locks memory.
  */
 void agent_commands_warm_up(AgentCommands *self);
 
