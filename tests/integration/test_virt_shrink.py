@@ -1043,26 +1043,8 @@ class LibvirtMigrate(Base):
 class ProgressBar(Base):
     def test_bar_on_a_terminal(self):
         self.qmp.rate = 768 * MiB
-        master, slave = pty.openpty()
-        p = subprocess.Popen([VIRT_SHRINK, "--qmp", self.qmp_path, "--channel", self.chan_path,
-                              "setmem", "384M"], stdout=slave, stderr=subprocess.PIPE)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                r, _, _ = select.select([master], [], [], 10)
-                if not r:
-                    break
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.close(master)
-        self.assertEqual(p.wait(10), 0)
-        p.stderr.close()
-        text = out.decode()
+        text = run_on_pty([VIRT_SHRINK, "--qmp", self.qmp_path, "--channel", self.chan_path,
+                           "setmem", "384M"])
         self.assertIn("\r[", text)
         self.assertRegex(text, r"\[#+-*\] +\d+%  1 GiB -> 384 MiB, now ")
         self.assertIn("100%", text)
