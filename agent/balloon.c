@@ -9,6 +9,7 @@
 
 #include "errors.h"
 #include "policy.h"
+#include "saturate.h"
 
 #define MIB(b) ((double)(b) / (1024.0 * 1024.0))
 
@@ -535,13 +536,13 @@ static void on_round_done(const AgentRoundReport *report, gpointer user_data) {
   if (self->last_progress_mono < now)
     self->last_progress_mono = now;
   self->last_round_hard = report->level == PROTO_LEVEL_HARD;
-  self->last_round_claimed = report->claimed_bytes;
+  self->last_round_claimed = report->verified_bytes;
   self->last_round_target = report->target_bytes;
   self->last_round_missed = FALSE;
   for (guint i = 0; i < report->requests->len; i++)
     if (g_array_index(report->requests, AgentRoundRequest, i).missed)
       self->last_round_missed = TRUE;
-  self->episode.claimed_bytes += report->claimed_bytes;
+  self->episode.claimed_bytes = agent_sat_add(self->episode.claimed_bytes, report->verified_bytes);
   if (report->measured)
     g_info("balloon: round %" G_GUINT64_FORMAT " (%s) claimed %.1f of %.1f MiB, MemAvailable "
            "%+.1f MiB, in %.0f ms",
@@ -704,7 +705,7 @@ static void on_hint_round_done(const AgentRoundReport *report, gpointer user_dat
   self->has_hint_round = TRUE;
   self->last_hint_cmd_id = t->hint_cmd_id;
   self->last_hint_round_id = report->round_id;
-  self->last_hint_claimed = report->claimed_bytes;
+  self->last_hint_claimed = report->verified_bytes;
   g_info("hint: round %" G_GUINT64_FORMAT " (command id 0x%x) claimed %.1f of %.1f MiB in %.0f ms",
          report->round_id, t->hint_cmd_id, MIB(report->claimed_bytes), MIB(report->target_bytes),
          report->duration_us / 1000.0);

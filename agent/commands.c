@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "errors.h"
+#include "saturate.h"
 #include "json-writer.h"
 #include "local-proto.h"
 
@@ -152,7 +153,7 @@ static void write_memory(AgentJsonWriter *w, AgentProcfs *procfs) {
 /*
  * A round report:
  * {"round_id", "level", "reason", "target_bytes", "deadline_ms", "started_us",
- *  "duration_us", "fanout_us", "claimed_bytes", "measured_bytes" | null,
+ *  "duration_us", "fanout_us", "claimed_bytes", "verified_bytes", "measured_bytes" | null,
  *  "mem_available_before_bytes" | null, "mem_available_after_bytes" | null,
  *  "requests": [{"pid", "client", "shrinker", "id", "pass", "level",
  *                "asked_bytes", "freed_bytes", "reply_us" | null, "missed"}]}
@@ -170,6 +171,7 @@ static void write_report(AgentJsonWriter *w, const char *key, const AgentRoundRe
   agent_json_int(w, "duration_us", report->duration_us);
   agent_json_int(w, "fanout_us", report->fanout_us);
   agent_json_uint(w, "claimed_bytes", report->claimed_bytes);
+  agent_json_uint(w, "verified_bytes", report->verified_bytes);
   if (report->measured) {
     agent_json_int(w, "measured_bytes", report->measured_bytes);
     agent_json_uint(w, "mem_available_before_bytes", report->mem_available_before_bytes);
@@ -369,21 +371,28 @@ static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentS
  * The status object, as member @key:
  * {"version", "pid", "uptime_ms",
  *  "memory": {"mem_total_bytes", "mem_available_bytes", "mem_free_bytes"} | null,
- *  "clients": [{"pid", "uid", "name", "shrinkers": [{"id", "name", "priority",
+ *  "clients": [{"pid", "uid", "name", "rss_bytes", "trust_percent",
+ *     "shrinkers": [{"id", "name", "priority",
  *     "estimate_bytes" | null, "asked", "asked_bytes", "freed_bytes", "misses",
  *     "consecutive_misses", "skipped_in_soft", "last_reply_us" | null}]}],
  *  "rounds": [report, ... newest last],
- *  "totals": {"rounds", "claimed_bytes", "measured_bytes"},
+ *  "totals": {"rounds", "claimed_bytes", "verified_bytes", "measured_bytes"},
  *  "balloon": see write_balloon() | null,
  *  "free_page_hints": see write_hints() | null,
  *  "sources": [{"name", "active", "mode", "reason"}]}
+ *  "summary": {"clients", "shrinkers", "shown", "offset", "truncated"}}
  * Clients without shrinkers (shrinkctl itself, say) are left out; with
- * @only_uid >= 0, so are clients and round requests of other uids.
+ * @only_uid >= 0, so are clients and round requests of other uids. The
+ * reply stays bounded whatever registered: only the shrinkers from @offset
+ * on, at most @limit of them, are listed (a client none of whose
+ * shrinkers is on the page is left out), and "summary" says how many
+ * there are.
  */
-static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *self,
-                         gint64 only_uid) {
-  uint64_t n_rounds, claimed;
+static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *self, gint64 only_uid,
+                         guint64 offset, guint64 limit) {
+  uint64_t n_rounds, claimed, verified;
   int64_t measured;
+  guint64 seen = 0, shown = 0, n_clients = 0;
 
   agent_json_begin_object(w, key);
   agent_json_string(w, "version", SHRINKD_VERSION);
@@ -397,29 +406,51 @@ static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *sel
 
     if (!client->shrinkers.head)
       continue;
+    guint64 n = g_queue_get_length((GQueue *)&client->shrinkers);
+    guint64 skip;
+    const GList *s;
+
     if (only_uid >= 0 && (gint64)client->uid != only_uid)
+      continue;
+    n_clients++;
+    skip = seen >= offset ? 0 : MIN(offset - seen, n);
+    seen += n;
+    if (skip == n || shown >= limit)
       continue;
     agent_json_begin_object(w, NULL);
     agent_json_int(w, "pid", client->pid);
     agent_json_int(w, "uid", client->uid);
     agent_json_string(w, "name", client->name);
+    agent_json_uint(w, "rss_bytes", client->rss_bytes);
+    agent_json_int(w, "trust_percent", agent_client_trust(client) * 100 / AGENT_CLIENT_TRUST_ONE);
     agent_json_begin_array(w, "shrinkers");
-    for (const GList *s = client->shrinkers.head; s; s = s->next)
+    s = client->shrinkers.head;
+    for (guint64 i = 0; i < skip; i++)
+      s = s->next;
+    for (; s && shown < limit; s = s->next, shown++)
       write_shrinker(w, self, s->data);
     agent_json_end_array(w);
     agent_json_end_object(w);
   }
   agent_json_end_array(w);
+  agent_json_begin_object(w, "summary");
+  agent_json_uint(w, "clients", n_clients);
+  agent_json_uint(w, "shrinkers", seen);
+  agent_json_uint(w, "shown", shown);
+  agent_json_uint(w, "offset", offset);
+  agent_json_bool(w, "truncated", shown < seen);
+  agent_json_end_object(w);
 
   agent_json_begin_array(w, "rounds");
   for (const GList *l = agent_round_history(self->rounds)->head; l; l = l->next)
     write_report(w, NULL, l->data, only_uid);
   agent_json_end_array(w);
 
-  agent_round_totals(self->rounds, &n_rounds, &claimed, &measured);
+  agent_round_totals(self->rounds, &n_rounds, &claimed, &verified, &measured);
   agent_json_begin_object(w, "totals");
   agent_json_uint(w, "rounds", n_rounds);
   agent_json_uint(w, "claimed_bytes", claimed);
+  agent_json_uint(w, "verified_bytes", verified);
   agent_json_int(w, "measured_bytes", measured);
   agent_json_end_object(w);
   write_balloon(w, self->balloon);
@@ -629,16 +660,27 @@ static gboolean no_args(const AgentJsonValue *args, Call *call) {
   return FALSE;
 }
 
+/* status [{"offset": N, "limit": N}]: the page of shrinkers to list. */
 static void cmd_status(AgentCommands *self, const AgentJsonValue *args, const AgentCaller *caller,
                        Call *call) {
+  static const char *const known[] = {"offset", "limit", NULL};
+  g_autofree char *why = NULL;
+  gint64 offset = 0, limit = AGENT_STATUS_LIMIT_DEFAULT;
   GString *out;
   AgentJsonWriter w;
 
-  if (!no_args(args, call))
+  if (!check_known_args(args, known, &why) ||
+      (agent_json_reader_member(args, "offset") &&
+       !get_int_arg(args, "offset", 0, G_MAXINT64, &offset, &why)) ||
+      (agent_json_reader_member(args, "limit") &&
+       !get_int_arg(args, "limit", 0, AGENT_STATUS_LIMIT_MAX, &limit, &why))) {
+    call_error(call, "InvalidParameter", "%s", why);
     return;
+  }
   out = g_string_sized_new(4096);
   reply_begin(&w, out);
-  write_status(&w, "return", self, caller_is_privileged(caller) ? -1 : (gint64)caller->uid);
+  write_status(&w, "return", self, caller_is_privileged(caller) ? -1 : (gint64)caller->uid,
+               (guint64)offset, (guint64)limit);
   call_finish(call, &w, out);
 }
 
@@ -819,7 +861,7 @@ static void prepare_round_done(const AgentRoundReport *report, gpointer user_dat
   agent_json_init(&w, text);
   write_report(&w, NULL, report, -1);
   g_ptr_array_add(p->reports, g_string_free(text, FALSE));
-  p->freed_bytes += report->claimed_bytes;
+  p->freed_bytes = agent_sat_add(p->freed_bytes, report->verified_bytes);
   if (!p->call)
     return;
 
@@ -940,7 +982,7 @@ static void migration_done(const AgentRoundReport *report, gpointer user_data) {
 
   reply_begin(&w, out);
   agent_json_begin_object(&w, "return");
-  agent_json_uint(&w, "freed_bytes", report->claimed_bytes);
+  agent_json_uint(&w, "freed_bytes", report->verified_bytes);
   if (report->measured) {
     agent_json_int(&w, "measured_bytes", report->measured_bytes);
     agent_json_uint(&w, "mem_available_before_bytes", report->mem_available_before_bytes);

@@ -81,6 +81,10 @@
 #define AGENT_COMMAND_NESTING_MAX AGENT_JSON_READER_DEPTH_MAX
 
 #define AGENT_COMMANDS_SYNC_BYTE                  0xFF
+/* status lists this many shrinkers unless asked for another page; a
+ * page is at most AGENT_STATUS_LIMIT_MAX (about 300 bytes each). */
+#define AGENT_STATUS_LIMIT_DEFAULT 1000
+#define AGENT_STATUS_LIMIT_MAX     10000
 #define AGENT_COMMANDS_PREPARE_DEADLINE_DEFAULT   4000
 #define AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT    (UINT64_C(64) << 20)
 /* The host's migration tool waits for the answer before it migrates. */

@@ -261,8 +261,9 @@ int main(int argc, char **argv) {
   g_option_context_set_description(
       context,
       "Settings: built-in defaults, then the config file (group [shrinkd]: socket, proc_root,\n"
-      "deadline_ms, miss_limit, soft_share_percent, max_shrinkers_per_client, max_clients,\n"
-      "mlock; balloon, balloon_events, balloon_reserve_mib (64), balloon_stall_ms (300),\n"
+      "deadline_ms, miss_limit, soft_share_percent, max_shrinkers_per_client, max_clients\n"
+      "(1024), max_clients_per_uid (32), reserved_root_clients (16), max_shrinkers_per_uid\n"
+      "(4096), max_shrinkers (65536), hello_timeout_ms (2000), mlock; balloon, balloon_events, balloon_reserve_mib (64), balloon_stall_ms (300),\n"
       "balloon_max_rounds (6), balloon_min_interval_ms (100), balloon_soft_deadline_ms (1000),\n"
       "balloon_hard_deadline_ms (3000), poll_fast_ms (20), poll_moving_ms (100), poll_idle_ms\n"
       "(250), kmsg, psi_trigger, psi_round_mib (64), psi_interval_ms (10000), hint_rounds\n"
@@ -386,6 +387,8 @@ int main(int argc, char **argv) {
   a->loop = g_main_loop_new(NULL, FALSE);
   a->procfs = agent_procfs_new(a->settings.proc_root);
   a->registry = agent_registry_new(a->settings.max_shrinkers_per_client);
+  agent_registry_set_limits(a->registry, a->settings.max_shrinkers_per_uid,
+                            a->settings.max_shrinkers);
   a->rounds = agent_rounds_new(a->registry, a->procfs,
                                &(AgentRoundConfig){
                                    .miss_limit = a->settings.miss_limit,
@@ -402,6 +405,11 @@ int main(int argc, char **argv) {
     g_printerr("shrinkd: %s\n", error->message);
     return 1;
   }
+  agent_server_set_limits(a->server, &(AgentServerLimits){
+                                         .max_clients_per_uid = a->settings.max_clients_per_uid,
+                                         .reserved_root_clients = a->settings.reserved_root_clients,
+                                         .hello_timeout_ms = a->settings.hello_timeout_ms,
+                                     });
   if (!make_channels(a, &error)) {
     g_printerr("shrinkd: %s\n", error->message);
     return 1;

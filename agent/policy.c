@@ -4,6 +4,8 @@
  */
 #include "policy.h"
 
+#include "saturate.h"
+
 #if defined(__SIZEOF_INT128__)
 typedef unsigned __int128 wide_t;
 #else
@@ -21,10 +23,6 @@ static uint64_t weight_of(uint16_t priority) {
   if (priority > PROTO_PRIORITY_MAX)
     priority = PROTO_PRIORITY_MAX;
   return (uint64_t)priority + 1;
-}
-
-static uint64_t sat_add(uint64_t a, uint64_t b) {
-  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
 uint64_t agent_policy_remaining_estimate(const agent_policy_candidate *c) {
@@ -180,7 +178,7 @@ uint64_t agent_policy_split(const agent_policy_pass *pass, const agent_policy_ca
     ask_bytes[i] = 0;
     if (eligible(pass, &c[i], &d)) {
       if (c[i].has_estimate)
-        estimated_sum = sat_add(estimated_sum, agent_policy_remaining_estimate(&c[i]));
+        estimated_sum = agent_sat_add(estimated_sum, agent_policy_remaining_estimate(&c[i]));
       else
         n_unestimated++;
     }

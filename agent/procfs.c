@@ -357,3 +357,30 @@ gboolean agent_procfs_read_psi(AgentProcfs *self, AgentPsi *out, GError **error)
 
   return len >= 0 && agent_psi_parse(self->buf, (size_t)len, out, error);
 }
+
+gboolean agent_statm_parse(const char *buf, size_t len, uint64_t *rss_pages, GError **error) {
+  const char *p = buf, *end = buf + len;
+  uint64_t size_pages;
+
+  /* "size resident shared text lib data dt\n", in pages. */
+  if (!parse_u64(&p, end, &size_pages) || (p = skip_blanks(p, end)) == end ||
+      !parse_u64(&p, end, rss_pages)) {
+    g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "statm: expected two page counts");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean agent_procfs_read_rss(AgentProcfs *self, pid_t pid, uint64_t *rss_bytes, GError **error) {
+  char path[48];
+  gssize len;
+  uint64_t pages, page;
+
+  g_snprintf(path, sizeof(path), "/proc/%d/statm", (int)pid);
+  len = read_thin(self, path, error);
+  if (len < 0 || !agent_statm_parse(self->buf, (size_t)len, &pages, error))
+    return FALSE;
+  page = (uint64_t)sysconf(_SC_PAGESIZE);
+  *rss_bytes = pages > UINT64_MAX / page ? UINT64_MAX : pages * page;
+  return TRUE;
+}

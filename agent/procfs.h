@@ -23,6 +23,7 @@
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* From /proc/meminfo (the file gives KiB; these are bytes). */
 typedef struct {
@@ -80,6 +81,11 @@ gboolean agent_procfs_read_vmstat(AgentProcfs *self, AgentVmstat *out, GError **
 /* Reads <root>/proc/pressure/memory (NOT_FOUND on kernels without PSI). */
 gboolean agent_procfs_read_psi(AgentProcfs *self, AgentPsi *out, GError **error);
 
+/* The resident set of process @pid from <root>/proc/PID/statm, in bytes.
+ * statm is world-readable with no ptrace check: this needs no capability
+ * for other users' processes. */
+gboolean agent_procfs_read_rss(AgentProcfs *self, pid_t pid, uint64_t *rss_bytes, GError **error);
+
 /*
  * Parsers of a file's text in @buf of @len bytes (need not be
  * NUL-terminated). MemTotal, MemFree and MemAvailable are required.
@@ -88,3 +94,4 @@ gboolean agent_procfs_read_psi(AgentProcfs *self, AgentPsi *out, GError **error)
 gboolean agent_meminfo_parse(const char *buf, size_t len, AgentMeminfo *out, GError **error);
 gboolean agent_vmstat_parse(const char *buf, size_t len, AgentVmstat *out, GError **error);
 gboolean agent_psi_parse(const char *buf, size_t len, AgentPsi *out, GError **error);
+gboolean agent_statm_parse(const char *buf, size_t len, uint64_t *rss_pages, GError **error);

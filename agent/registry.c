@@ -6,9 +6,13 @@
 
 #include "errors.h"
 #include "local-proto.h"
+#include "saturate.h"
 
 struct AgentRegistry {
   uint32_t max_per_client;
+  uint32_t max_per_uid; /* 0: none */
+  uint32_t max_total;   /* 0: none */
+  GHashTable *per_uid;  /* uid -> shrinkers of that uid (uint), non-root only */
   GQueue clients;
   guint n_shrinkers;
   uint64_t next_serial;
@@ -33,6 +37,7 @@ AgentRegistry *agent_registry_new(uint32_t max_shrinkers_per_client) {
   AgentRegistry *self = g_new0(AgentRegistry, 1);
 
   self->max_per_client = MAX(max_shrinkers_per_client, 1);
+  self->per_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
   g_queue_init(&self->clients);
   return self;
 }
@@ -42,11 +47,46 @@ void agent_registry_free(AgentRegistry *self) {
     return;
   while (!g_queue_is_empty(&self->clients))
     agent_registry_remove_client(self, g_queue_peek_head(&self->clients));
+  g_hash_table_unref(self->per_uid);
   g_free(self);
 }
 
 uint32_t agent_registry_max_shrinkers(const AgentRegistry *self) {
   return self->max_per_client;
+}
+
+void agent_registry_set_limits(AgentRegistry *self, uint32_t per_uid, uint32_t total) {
+  self->max_per_uid = per_uid;
+  self->max_total = total;
+}
+
+static guint uid_count(const AgentRegistry *self, uid_t uid) {
+  return GPOINTER_TO_UINT(g_hash_table_lookup(self->per_uid, GUINT_TO_POINTER(uid)));
+}
+
+/* Counts a shrinker of @uid in (@delta 1) or out (-1); root is not counted. */
+static void uid_count_add(AgentRegistry *self, uid_t uid, int delta) {
+  guint n = uid_count(self, uid);
+
+  if (uid == 0)
+    return;
+  n = delta > 0 ? n + 1 : n - 1;
+  if (n == 0)
+    g_hash_table_remove(self->per_uid, GUINT_TO_POINTER(uid));
+  else
+    g_hash_table_insert(self->per_uid, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(n));
+}
+
+uint32_t agent_client_trust(const AgentClient *client) {
+  const uint64_t prior = 16u << 20;
+  uint64_t claimed = client->claimed_bytes, verified = MIN(client->verified_bytes, claimed);
+
+  /* Scaled down together so that the sums cannot overflow. */
+  while (claimed > UINT64_MAX / 2048 - prior) {
+    claimed >>= 1;
+    verified >>= 1;
+  }
+  return (uint32_t)((verified + prior) * AGENT_CLIENT_TRUST_ONE / (claimed + prior));
 }
 
 void agent_registry_set_removal_hook(AgentRegistry *self, AgentShrinkerRemovedFunc func,
@@ -79,6 +119,7 @@ static void shrinker_free(AgentRegistry *self, AgentShrinker *s) {
   g_hash_table_remove(client->by_id, GUINT_TO_POINTER(s->id));
   g_queue_delete_link(&client->shrinkers, s->link);
   self->n_shrinkers--;
+  uid_count_add(self, client->uid, -1);
   g_ref_string_release(s->name);
   g_free(s);
 }
@@ -107,6 +148,17 @@ AgentShrinker *agent_registry_add_shrinker(AgentRegistry *self, AgentClient *cli
                 self->max_per_client);
     return NULL;
   }
+  if (client->uid != 0 && self->max_per_uid && uid_count(self, client->uid) >= self->max_per_uid) {
+    g_set_error(error, AGENT_PROTO_ERROR, PROTO_ERR_LIMIT,
+                "uid %u has %u shrinkers already (max_shrinkers_per_uid)", (unsigned)client->uid,
+                self->max_per_uid);
+    return NULL;
+  }
+  if (self->max_total && self->n_shrinkers >= self->max_total) {
+    g_set_error(error, AGENT_PROTO_ERROR, PROTO_ERR_LIMIT,
+                "the agent holds %u shrinkers already (max_shrinkers)", self->max_total);
+    return NULL;
+  }
   s = g_new0(AgentShrinker, 1);
   s->client = client;
   s->id = id;
@@ -120,6 +172,7 @@ AgentShrinker *agent_registry_add_shrinker(AgentRegistry *self, AgentClient *cli
   g_queue_push_tail(&client->shrinkers, s);
   s->link = g_queue_peek_tail_link(&client->shrinkers);
   self->n_shrinkers++;
+  uid_count_add(self, client->uid, 1);
   return s;
 }
 
@@ -164,18 +217,14 @@ guint agent_registry_n_shrinkers(const AgentRegistry *self) {
   return self->n_shrinkers;
 }
 
-static uint64_t sat_add(uint64_t a, uint64_t b) {
-  return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
 void agent_shrinker_note_asked(AgentShrinker *self, uint64_t bytes) {
   self->asked++;
-  self->asked_bytes = sat_add(self->asked_bytes, bytes);
+  self->asked_bytes = agent_sat_add(self->asked_bytes, bytes);
 }
 
 void agent_shrinker_note_reply(AgentShrinker *self, uint64_t freed_bytes, bool in_time,
                                int64_t now_wall_us) {
-  self->freed_bytes = sat_add(self->freed_bytes, freed_bytes);
+  self->freed_bytes = agent_sat_add(self->freed_bytes, freed_bytes);
   self->last_freed_bytes = freed_bytes;
   self->last_reply_us = now_wall_us;
   if (in_time)

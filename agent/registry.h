@@ -20,6 +20,13 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* Every local user may connect and register: the bounds per uid keep one
+ * user from filling the registry (and the agent's locked memory); uid 0
+ * is bounded only by the totals. */
+#define AGENT_REGISTRY_SHRINKERS_PER_CLIENT_DEFAULT 1024
+#define AGENT_REGISTRY_SHRINKERS_PER_UID_DEFAULT    4096
+#define AGENT_REGISTRY_SHRINKERS_DEFAULT            65536
+
 typedef struct AgentRegistry AgentRegistry;
 typedef struct AgentClient AgentClient;
 typedef struct AgentShrinker AgentShrinker;
@@ -58,7 +65,19 @@ struct AgentClient {
   GHashTable *by_id; /* uint32 id -> AgentShrinker* */
   GQueue shrinkers;  /* AgentShrinker*, registration order */
   GList *link;       /* in the registry's list */
+
+  /* What its claims were worth, over its life (round.c): claims are
+   * hints; only the fall of the process's RSS confirms them. */
+  uint64_t claimed_bytes;  /* claims (each capped at its ask) in rounds that measured it */
+  uint64_t verified_bytes; /* the part of them its RSS drops confirmed */
+  uint64_t rss_bytes;      /* its process's RSS when last read; 0: unknown */
 };
+
+/* How far @client's claims can be believed, in 1/1024ths (1024: fully):
+ * (verified + 16 MiB) / (claimed + 16 MiB), so that a new client starts
+ * trusted and one that claims without freeing falls towards 0. */
+#define AGENT_CLIENT_TRUST_ONE 1024u
+uint32_t agent_client_trust(const AgentClient *client);
 
 /* Called before @shrinker is freed (its client still set). */
 typedef void (*AgentShrinkerRemovedFunc)(AgentShrinker *shrinker, gpointer user_data);
@@ -73,6 +92,10 @@ void agent_registry_free(AgentRegistry *self);
 
 /* The limit @self was made with. */
 uint32_t agent_registry_max_shrinkers(const AgentRegistry *self);
+
+/* Sets the bounds beyond the per-client one: @per_uid shrinkers over all
+ * the connections of one non-root uid, @total in all (0: no bound). */
+void agent_registry_set_limits(AgentRegistry *self, uint32_t per_uid, uint32_t total);
 
 /* Sets the one removal hook (NULL to clear). */
 void agent_registry_set_removal_hook(AgentRegistry *self, AgentShrinkerRemovedFunc func,

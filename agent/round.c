@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "memory.h"
 #include "policy.h"
+#include "saturate.h"
 
 /* Per-request log lines are checked first: a g_debug() that is dropped
  * still formats its text (about 0.3 us here), paid three times per request
@@ -33,8 +34,22 @@ typedef struct {
   GDestroyNotify destroy;
 } Pending;
 
+/* A client (connection) in the running round, and what its process's RSS
+ * says of its claims. Root's claims are taken as they are (root could stop
+ * the agent anyway); any other user's count only as far as the RSS of the
+ * process at the other end of the connection fell. */
+typedef struct {
+  AgentClient *client; /* NULL once it went away */
+  gboolean checked;    /* not root: claims are checked against RSS */
+  gboolean rss_known;  /* rss_before_bytes could be read */
+  uint64_t rss_before_bytes;
+  uint64_t claimed_bytes;  /* this round, each reply capped at its ask */
+  uint64_t verified_bytes; /* of that, what the RSS drop confirms */
+} ClientRound;
+
 typedef struct {
   AgentShrinker *shrinker;      /* NULL once it went away */
+  guint client;                 /* index into Round.clients */
   guint req[MAX_REQS_PER_SLOT]; /* its requests, indices into report->requests */
   guint n_req;
   guint n_matched; /* replies matched so far (in order) */
@@ -50,7 +65,6 @@ typedef struct {
   unsigned pass;          /* 0: phase not started; 1 or 2 */
   gboolean phase_expired; /* its deadline passed */
   uint64_t phase_target;  /* what the phase must free */
-  uint64_t phase_freed;   /* freed in time in this phase */
   guint phase_first_req;  /* first request of the phase */
   guint phase_open;       /* requests of the phase neither answered nor missed */
   int64_t phase_start_mono;
@@ -60,6 +74,9 @@ typedef struct {
   int64_t last_reply_mono; /* 0: no reply in time yet */
 
   Slot *slots;
+  GArray *clients;               /* ClientRound, one per client with shrinkers in the round */
+  uint64_t verified_bytes;       /* claims the clients' RSS confirmed (root's: all) */
+  uint64_t phase_verified_start; /* verified_bytes when the phase began */
   agent_policy_candidate *cands; /* parallel to slots, as the policy sees them */
   uint64_t *asks;                /* scratch for the policy */
   size_t n_slots;
@@ -84,6 +101,7 @@ struct AgentRounds {
   guint history_requests;
   uint64_t total_rounds;
   uint64_t total_claimed;
+  uint64_t total_verified;
   int64_t total_measured;
   gboolean meminfo_warned;
 };
@@ -117,6 +135,7 @@ static void round_free(Round *r) {
     if (r->slots[i].shrinker)
       r->slots[i].shrinker->round_slot = -1;
   g_free(r->slots);
+  g_array_free(r->clients, TRUE);
   g_free(r->cands);
   g_free(r->asks);
   g_array_free(r->req_slot, TRUE);
@@ -195,6 +214,91 @@ static gboolean read_mem_available(AgentRounds *self, uint64_t *out) {
   return TRUE;
 }
 
+/* ---- what clients' claims are worth ---- */
+
+/* @a * @num / @den without overflow (@num <= @den). */
+static uint64_t scale(uint64_t a, uint64_t num, uint64_t den) {
+  return den == 0 ? a : (uint64_t)((unsigned __int128)a * num / den);
+}
+
+/*
+ * Files the round's clients (r->clients, each slot's index into it) and,
+ * for the checked ones, reads their RSS and caps their shrinkers'
+ * estimates: together at most what the process holds, scaled by how well
+ * its past claims held up. An estimate is a hint: a client cannot hold
+ * more than it has mapped, and one that claimed without freeing gets less
+ * of the next split.
+ */
+static void take_clients(AgentRounds *self, Round *r) {
+  g_autoptr(GHashTable) index = g_hash_table_new(g_direct_hash, g_direct_equal);
+
+  for (size_t i = 0; i < r->n_slots; i++) {
+    AgentClient *client = r->slots[i].shrinker->client;
+    gpointer found;
+
+    if (!g_hash_table_lookup_extended(index, client, NULL, &found)) {
+      ClientRound cr = {.client = client, .checked = client->uid != 0};
+
+      if (cr.checked) {
+        cr.rss_known =
+            agent_procfs_read_rss(self->procfs, client->pid, &cr.rss_before_bytes, NULL);
+        client->rss_bytes = cr.rss_known ? cr.rss_before_bytes : 0;
+      }
+      found = GUINT_TO_POINTER(r->clients->len);
+      g_array_append_val(r->clients, cr);
+      g_hash_table_insert(index, client, found);
+    }
+    r->slots[i].client = GPOINTER_TO_UINT(found);
+  }
+
+  for (guint k = 0; k < r->clients->len; k++) {
+    ClientRound *cr = &g_array_index(r->clients, ClientRound, k);
+    uint64_t trust = agent_client_trust(cr->client), cap, sum = 0;
+
+    if (!cr->checked)
+      continue;
+    for (size_t i = 0; i < r->n_slots; i++)
+      if (r->slots[i].client == k && r->cands[i].has_estimate)
+        sum = agent_sat_add(sum, r->cands[i].estimate_bytes);
+    cap = cr->rss_known ? MIN(sum, cr->rss_before_bytes) : sum;
+    cap = scale(cap, trust, AGENT_CLIENT_TRUST_ONE);
+    for (size_t i = 0; i < r->n_slots; i++)
+      if (r->slots[i].client == k && r->cands[i].has_estimate)
+        r->cands[i].estimate_bytes = scale(r->cands[i].estimate_bytes, cap, sum);
+  }
+}
+
+/*
+ * Brings r->verified_bytes up to date: for each checked client that
+ * claimed more than is confirmed, reads its RSS again; what fell since the
+ * round began confirms its claims up to that much. A client that is gone,
+ * or whose RSS cannot be read, confirms nothing more.
+ */
+static void verify_claims(AgentRounds *self, Round *r) {
+  uint64_t total = 0;
+
+  for (guint k = 0; k < r->clients->len; k++) {
+    ClientRound *cr = &g_array_index(r->clients, ClientRound, k);
+    uint64_t now;
+
+    if (!cr->checked) {
+      cr->verified_bytes = cr->claimed_bytes;
+    } else if (cr->client && cr->rss_known && cr->verified_bytes < cr->claimed_bytes &&
+               agent_procfs_read_rss(self->procfs, cr->client->pid, &now, NULL)) {
+      cr->client->rss_bytes = now;
+      if (now < cr->rss_before_bytes)
+        cr->verified_bytes = MIN(cr->claimed_bytes, cr->rss_before_bytes - now);
+    }
+    total = agent_sat_add(total, cr->verified_bytes);
+  }
+  r->verified_bytes = total;
+}
+
+/* What the phase freed so far, as confirmed. */
+static uint64_t phase_verified(const Round *r) {
+  return r->verified_bytes - MIN(r->phase_verified_start, r->verified_bytes);
+}
+
 static void begin_round(AgentRounds *self, Pending *pending) {
   g_autoptr(GPtrArray) all = g_ptr_array_new();
   Round *r = g_new0(Round, 1);
@@ -223,6 +327,7 @@ static void begin_round(AgentRounds *self, Pending *pending) {
   r->slots = g_new0(Slot, MAX(r->n_slots, 1));
   r->cands = g_new0(agent_policy_candidate, MAX(r->n_slots, 1));
   r->asks = g_new0(uint64_t, MAX(r->n_slots, 1));
+  r->clients = g_array_new(FALSE, TRUE, sizeof(ClientRound));
   for (size_t i = 0; i < r->n_slots; i++) {
     AgentShrinker *s = g_ptr_array_index(all, i);
 
@@ -233,6 +338,7 @@ static void begin_round(AgentRounds *self, Pending *pending) {
     r->cands[i].priority = s->priority;
     r->cands[i].consecutive_misses = s->consecutive_misses;
   }
+  take_clients(self, r);
 
   r->n_phases = agent_policy_plan_phases(report->level, report->deadline_ms,
                                          self->config.soft_share_pct, pending->params.soft_done,
@@ -368,7 +474,7 @@ static void send_pass(AgentRounds *self, Round *r) {
   int64_t now = g_get_monotonic_time();
   int64_t left_ms = (int64_t)phase->deadline_ms - since_ms(r->phase_start_mono, now);
   agent_policy_pass pass = {
-      .target_bytes = r->pass == 1 ? r->phase_target : r->phase_target - r->phase_freed,
+      .target_bytes = r->pass == 1 ? r->phase_target : r->phase_target - MIN(phase_verified(r), r->phase_target),
       .level = phase->level,
       .pass = r->pass,
       .miss_limit = self->config.miss_limit,
@@ -423,9 +529,10 @@ static void file_report(AgentRounds *self, AgentRoundReport *report) {
     report_free(old);
   }
   self->total_rounds++;
-  self->total_claimed += report->claimed_bytes;
+  self->total_claimed = agent_sat_add(self->total_claimed, report->claimed_bytes);
+  self->total_verified = agent_sat_add(self->total_verified, report->verified_bytes);
   if (report->measured)
-    self->total_measured += report->measured_bytes;
+    self->total_measured = agent_sat_add_signed(self->total_measured, report->measured_bytes);
 }
 
 static void finish_round(AgentRounds *self) {
@@ -435,6 +542,16 @@ static void finish_round(AgentRounds *self) {
   uint64_t after;
 
   close_phase(r);
+  verify_claims(self, r);
+  report->verified_bytes = r->verified_bytes;
+  for (guint k = 0; k < r->clients->len; k++) {
+    ClientRound *cr = &g_array_index(r->clients, ClientRound, k);
+
+    if (cr->client && cr->checked && cr->claimed_bytes > 0) {
+      cr->client->claimed_bytes = agent_sat_add(cr->client->claimed_bytes, cr->claimed_bytes);
+      cr->client->verified_bytes = agent_sat_add(cr->client->verified_bytes, cr->verified_bytes);
+    }
+  }
   if (r->first_send_mono && r->last_reply_mono)
     report->fanout_us = r->last_reply_mono - r->first_send_mono;
   if (report->measured && read_mem_available(self, &after)) {
@@ -475,7 +592,9 @@ static void advance(AgentRounds *self) {
       close_phase(r);
     if (r->phase_open > 0)
       return;
-    if (r->report->claimed_bytes >= r->report->target_bytes) {
+    /* Claims alone never end a round: only what the RSS confirms. */
+    verify_claims(self, r);
+    if (r->verified_bytes >= r->report->target_bytes) {
       finish_round(self);
       return;
     }
@@ -484,7 +603,7 @@ static void advance(AgentRounds *self) {
       send_pass(self, r);
       continue;
     }
-    if (r->pass == 1 && !r->phase_expired && r->phase_freed < r->phase_target &&
+    if (r->pass == 1 && !r->phase_expired && phase_verified(r) < r->phase_target &&
         since_ms(r->phase_start_mono, g_get_monotonic_time()) < phase->deadline_ms) {
       r->pass = 2;
       send_pass(self, r);
@@ -499,8 +618,8 @@ static void advance(AgentRounds *self) {
     r->phase++;
     r->pass = 0;
     r->phase_expired = FALSE;
-    r->phase_target = r->report->target_bytes - r->report->claimed_bytes;
-    r->phase_freed = 0;
+    r->phase_target = r->report->target_bytes - MIN(r->verified_bytes, r->report->target_bytes);
+    r->phase_verified_start = r->verified_bytes;
     r->phase_first_req = r->report->requests->len;
     r->phase_start_mono = g_get_monotonic_time();
   }
@@ -526,6 +645,9 @@ static void on_shrinker_removed(AgentShrinker *shrinker, gpointer user_data) {
   if (!r || shrinker->round_slot < 0)
     return;
   slot = &r->slots[shrinker->round_slot];
+  /* Its client may be going too: forget it (its last confirmation stays). */
+  if (g_queue_get_length(&shrinker->client->shrinkers) <= 1)
+    g_array_index(r->clients, ClientRound, slot->client).client = NULL;
   r->cands[shrinker->round_slot].gone = TRUE;
   slot->shrinker = NULL;
   shrinker->round_slot = -1;
@@ -569,20 +691,24 @@ gboolean agent_round_handle_done(AgentRounds *self, AgentClient *client,
 
       if (!req->missed) {
         agent_policy_candidate *c = &r->cands[s->round_slot];
+        ClientRound *cr = &g_array_index(r->clients, ClientRound, slot->client);
+        /* Nobody frees more than it was asked for, as far as the round
+         * is concerned: a claim of 2^64-1 counts as its ask. */
+        uint64_t freed = MIN(done->freed_bytes, req->asked_bytes);
 
         req->answered = TRUE;
-        req->freed_bytes = done->freed_bytes;
+        req->freed_bytes = freed;
         req->reply_us = now - r->start_mono;
         r->last_reply_mono = now;
-        c->round_freed_bytes += done->freed_bytes;
+        c->round_freed_bytes = agent_sat_add(c->round_freed_bytes, freed);
         if (req->pass == 1) {
           c->pass1_answered = TRUE;
-          c->pass1_freed_bytes = done->freed_bytes;
+          c->pass1_freed_bytes = freed;
         }
-        r->phase_freed += MIN(done->freed_bytes, UINT64_MAX - r->phase_freed);
-        r->report->claimed_bytes += MIN(done->freed_bytes, UINT64_MAX - r->report->claimed_bytes);
+        r->report->claimed_bytes = agent_sat_add(r->report->claimed_bytes, freed);
+        cr->claimed_bytes = agent_sat_add(cr->claimed_bytes, freed);
         r->phase_open--;
-        agent_shrinker_note_reply(s, done->freed_bytes, TRUE, g_get_real_time());
+        agent_shrinker_note_reply(s, freed, TRUE, g_get_real_time());
         REQ_DEBUG(r,
                   "round %" G_GUINT64_FORMAT ": %s/%s freed %" G_GUINT64_FORMAT
                   " bytes in %" G_GINT64_FORMAT " us",
@@ -626,11 +752,13 @@ const GQueue *agent_round_history(const AgentRounds *self) {
 }
 
 void agent_round_totals(const AgentRounds *self, uint64_t *rounds, uint64_t *claimed_bytes,
-                        int64_t *measured_bytes) {
+                        uint64_t *verified_bytes, int64_t *measured_bytes) {
   if (rounds)
     *rounds = self->total_rounds;
   if (claimed_bytes)
     *claimed_bytes = self->total_claimed;
+  if (verified_bytes)
+    *verified_bytes = self->total_verified;
   if (measured_bytes)
     *measured_bytes = self->total_measured;
 }

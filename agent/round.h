@@ -11,8 +11,13 @@
  * collects SHRINK_DONE replies, and ends a phase when every request of it
  * is answered or its deadline passes (one GLib timeout per phase, removed
  * when the phase ends: an idle agent has no timer at all). A round ends
- * early as soon as the replies claim the target. Then it reads MemAvailable
- * again and files the report.
+ * early as soon as the replies claim the target, as far as it can check:
+ * claims are hints. A reply counts for at most what it was asked; a
+ * non-root client's shrinkers' estimates are capped at its process's RSS
+ * (from /proc/PID/statm of its SO_PEERCRED pid) times its trust (see
+ * agent_client_trust()), and its claims count only as far as that RSS fell
+ * ("verified"). Root's claims are taken as they are. Then it reads
+ * MemAvailable again and files the report.
  *
  * Replies are matched to requests in order per shrinker (a client answers a
  * shrinker's requests in the order they were sent). A reply after its
@@ -75,7 +80,7 @@ typedef struct {
   bool answered; /* a reply came before the phase's deadline */
   bool missed;   /* no reply in time, could not be sent, or the shrinker went away */
   uint64_t asked_bytes;
-  uint64_t freed_bytes; /* as claimed in the reply in time; 0 otherwise */
+  uint64_t freed_bytes; /* as claimed in the reply in time, at most asked_bytes; 0 otherwise */
   int64_t reply_us;     /* reply time since the round's start; -1 if none in time */
 } AgentRoundRequest;
 
@@ -88,7 +93,8 @@ typedef struct {
   int64_t started_us;     /* wall clock (g_get_real_time) */
   int64_t duration_us;    /* start to end, both measurements included */
   int64_t fanout_us;      /* first SHRINK sent to last reply in time; 0 if none */
-  uint64_t claimed_bytes; /* sum of freed_bytes over the requests */
+  uint64_t claimed_bytes; /* sum of freed_bytes over the requests (saturating) */
+  uint64_t verified_bytes; /* of that, what the clients' RSS confirmed (root's claims: all) */
   bool measured;          /* both MemAvailable readings worked */
   uint64_t mem_available_before_bytes;
   uint64_t mem_available_after_bytes;
@@ -147,7 +153,7 @@ const GQueue *agent_round_history(const AgentRounds *self);
 
 /* Totals over this agent's life; any pointer may be NULL. */
 void agent_round_totals(const AgentRounds *self, uint64_t *rounds, uint64_t *claimed_bytes,
-                        int64_t *measured_bytes);
+                        uint64_t *verified_bytes, int64_t *measured_bytes);
 
 /* Whether a soft phase would skip @shrinker now (misses >= miss limit). */
 gboolean agent_round_skips_in_soft(const AgentRounds *self, const AgentShrinker *shrinker);

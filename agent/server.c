@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +31,11 @@ struct AgentServer {
   dev_t sock_dev;
   ino_t sock_ino;
   unsigned max_clients;
+  AgentServerLimits limits;
+  GHashTable *per_uid;   /* uid -> its connections (uint), non-root only */
+  gsize out_bytes_nonroot; /* replies queued for non-root peers, together */
+  char *lock_path;
+  int lock_fd;
   AgentRegistry *registry;
   AgentRounds *rounds;
   AgentCommands *commands;
@@ -42,6 +49,8 @@ struct Peer {
   int fd;
   guint in_id;
   guint out_id;
+  guint hello_id; /* the HELLO timeout, until HELLO */
+  gboolean counted; /* in per_uid */
   pid_t pid;
   uid_t uid;
   AgentClient *client; /* after HELLO */
@@ -68,6 +77,20 @@ static void out_reply_free(OutReply *r) {
 
 static void peer_close(Peer *peer, const char *why);
 static void watch_listener(AgentServer *self);
+
+static guint uid_conn_count(const AgentServer *self, uid_t uid) {
+  return GPOINTER_TO_UINT(g_hash_table_lookup(self->per_uid, GUINT_TO_POINTER(uid)));
+}
+
+static void uid_conn_add(AgentServer *self, uid_t uid, int delta) {
+  guint n = uid_conn_count(self, uid);
+
+  n = delta > 0 ? n + 1 : n - 1;
+  if (n == 0)
+    g_hash_table_remove(self->per_uid, GUINT_TO_POINTER(uid));
+  else
+    g_hash_table_insert(self->per_uid, GUINT_TO_POINTER(uid), GUINT_TO_POINTER(n));
+}
 
 static Peer *peer_ref(Peer *peer) {
   peer->refs++;
@@ -145,6 +168,8 @@ static gboolean peer_flush(Peer *peer) {
     }
     r->off += n;
     peer->out_bytes -= n;
+    if (peer->uid != 0)
+      peer->server->out_bytes_nonroot -= n;
     if (r->off == r->len) {
       if (r->len >= AGENT_MEMORY_RELEASE_MIN)
         agent_memory_release_soon();
@@ -168,19 +193,29 @@ static gboolean peer_writable_cb(gint fd, GIOCondition cond, gpointer data) {
   return G_SOURCE_REMOVE;
 }
 
-/* Queues @text (taken) as the reply to @request_id and sends what fits. */
+/* Queues @text (taken) as the reply to @request_id and sends what fits.
+ * A peer that would pass its bound, or (not root) the bound of all
+ * non-root peers together, is closed instead: replies nobody reads must
+ * not fill the agent's locked memory. */
 static void peer_queue_reply(Peer *peer, uint32_t request_id, char *text, gsize len) {
-  OutReply *r = g_new0(OutReply, 1);
+  AgentServer *server = peer->server;
+  gboolean root = peer->uid == 0;
+  OutReply *r;
 
+  if (peer->out_bytes + len > (root ? AGENT_SERVER_OUT_ROOT_MAX : AGENT_SERVER_OUT_MAX) ||
+      (!root && server->out_bytes_nonroot + len > AGENT_SERVER_OUT_NONROOT_MAX)) {
+    g_free(text);
+    peer_close(peer, "does not read its replies");
+    return;
+  }
+  r = g_new0(OutReply, 1);
   r->request_id = request_id;
   r->text = text;
   r->len = len;
   g_queue_push_tail(&peer->out, r);
   peer->out_bytes += len;
-  if (peer->out_bytes > AGENT_SERVER_OUT_MAX) {
-    peer_close(peer, "does not read its replies");
-    return;
-  }
+  if (!root)
+    server->out_bytes_nonroot += len;
   peer_flush(peer);
 }
 
@@ -231,6 +266,10 @@ static void handle_hello(Peer *peer, const proto_hello *hello) {
   uint16_t version = proto_negotiate_version(hello->min_version, hello->max_version);
   char text[PROTO_ERROR_TEXT_MAX];
 
+  if (peer->hello_id) {
+    g_source_remove(peer->hello_id);
+    peer->hello_id = 0;
+  }
   if (version == 0) {
     g_snprintf(text, sizeof(text), "this agent speaks versions %d..%d, not %u..%u",
                PROTO_VERSION_MIN, PROTO_VERSION, hello->min_version, hello->max_version);
@@ -370,6 +409,17 @@ static void peer_close(Peer *peer, const char *why) {
     g_source_remove(peer->out_id);
     peer->out_id = 0;
   }
+  if (peer->hello_id) {
+    g_source_remove(peer->hello_id);
+    peer->hello_id = 0;
+  }
+  if (peer->uid != 0)
+    server->out_bytes_nonroot -= peer->out_bytes;
+  peer->out_bytes = 0;
+  g_queue_clear_full(&peer->out, (GDestroyNotify)out_reply_free);
+  if (peer->counted)
+    uid_conn_add(server, peer->uid, -1);
+  peer->counted = FALSE;
   if (peer->client) {
     /* A client with many shrinkers leaves a hole in the heap. */
     if (g_queue_get_length(&peer->client->shrinkers) >= 64)
@@ -407,9 +457,40 @@ static gboolean accept_retry_cb(gpointer data) {
   return G_SOURCE_REMOVE;
 }
 
+static gboolean hello_timeout_cb(gpointer data) {
+  Peer *peer = data;
+  char text[PROTO_ERROR_TEXT_MAX];
+
+  peer->hello_id = 0;
+  if (!peer->server || peer->client)
+    return G_SOURCE_REMOVE;
+  g_snprintf(text, sizeof(text), "no HELLO within %u ms", peer->server->limits.hello_timeout_ms);
+  peer_reject(peer, PROTO_ERR_STATE, 0, text);
+  return G_SOURCE_REMOVE;
+}
+
+/* Why @self refuses one more connection of @uid, or NULL: the total less
+ * root's reserve for others, the total for root, and the share of a uid. */
+static const char *refusal(AgentServer *self, uid_t uid, char *buf, gsize size) {
+  guint n = g_queue_get_length(&self->peers);
+  unsigned reserve = MIN(self->limits.reserved_root_clients, self->max_clients - 1);
+
+  if (n >= self->max_clients || (uid != 0 && n >= self->max_clients - reserve))
+    return "too many clients";
+  if (uid != 0 && self->limits.max_clients_per_uid &&
+      uid_conn_count(self, uid) >= self->limits.max_clients_per_uid) {
+    g_snprintf(buf, size, "too many connections from uid %u (max_clients_per_uid=%u)",
+               (unsigned)uid, self->limits.max_clients_per_uid);
+    return buf;
+  }
+  return NULL;
+}
+
 static void add_peer(AgentServer *self, int fd) {
   struct ucred cred = {0};
   socklen_t len = sizeof(cred);
+  char buf[PROTO_ERROR_TEXT_MAX];
+  const char *why;
   Peer *peer;
 
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
@@ -424,12 +505,21 @@ static void add_peer(AgentServer *self, int fd) {
   peer->pid = cred.pid;
   peer->uid = cred.uid;
   g_queue_init(&peer->out);
+  why = refusal(self, peer->uid, buf, sizeof(buf));
   g_queue_push_tail(&self->peers, peer);
   peer->link = g_queue_peek_tail_link(&self->peers);
-  if (g_queue_get_length(&self->peers) > self->max_clients) {
-    peer_reject(peer, PROTO_ERR_LIMIT, 0, "too many clients");
+  if (why) {
+    peer_reject(peer, PROTO_ERR_LIMIT, 0, why);
     return;
   }
+  if (peer->uid != 0) {
+    uid_conn_add(self, peer->uid, 1);
+    peer->counted = TRUE;
+  }
+  if (self->limits.hello_timeout_ms)
+    peer->hello_id = g_timeout_add_full(G_PRIORITY_DEFAULT, self->limits.hello_timeout_ms,
+                                        hello_timeout_cb, peer_ref(peer),
+                                        (GDestroyNotify)peer_unref);
   peer->in_id = agent_loop_add_fd(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, peer_readable_cb,
                                   peer_ref(peer), (GDestroyNotify)peer_unref);
 }
@@ -460,6 +550,47 @@ static gboolean listen_cb(gint fd, GIOCondition cond, gpointer data) {
   return G_SOURCE_CONTINUE;
 }
 
+/*
+ * Takes the exclusive lock beside the socket: @lock_path, opened (made if
+ * missing) and flock()ed without waiting. Returns its fd, or -1 with
+ * @error: AGENT_ERROR_IN_USE if another agent holds it. The lock is
+ * checked to be on the file that is at @lock_path now: an agent that
+ * stopped removes it, and a lock on a removed file protects nothing.
+ */
+static int take_lock(const char *lock_path, GError **error) {
+  for (int tries = 0; tries < 8; tries++) {
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat held, now;
+    int err;
+
+    if (fd < 0) {
+      err = errno;
+      g_set_error(error, AGENT_ERROR, AGENT_ERROR_FAILED, "cannot open %s: %s", lock_path,
+                  g_strerror(err));
+      return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+      err = errno;
+      close(fd);
+      if (err == EWOULDBLOCK) {
+        g_set_error(error, AGENT_ERROR, AGENT_ERROR_IN_USE,
+                    "another shrinkd is running (it holds %s)", lock_path);
+      } else {
+        g_set_error(error, AGENT_ERROR, AGENT_ERROR_FAILED, "cannot lock %s: %s", lock_path,
+                    g_strerror(err));
+      }
+      return -1;
+    }
+    if (fstat(fd, &held) == 0 && stat(lock_path, &now) == 0 && held.st_dev == now.st_dev &&
+        held.st_ino == now.st_ino)
+      return fd;
+    close(fd); /* removed by the agent that held it: take the new one */
+  }
+  g_set_error(error, AGENT_ERROR, AGENT_ERROR_FAILED, "cannot lock %s: it keeps being replaced",
+              lock_path);
+  return -1;
+}
+
 /* Is somebody accepting connections at @path? */
 static gboolean someone_listens(const struct sockaddr_un *addr, int *err) {
   int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -480,9 +611,10 @@ AgentServer *agent_server_new(const char *socket_path, unsigned max_clients,
                               GError **error) {
   g_autofree char *dir = g_path_get_dirname(socket_path);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_autofree char *lock_path = g_strconcat(socket_path, ".lock", NULL);
   struct stat st;
   AgentServer *self;
-  int fd, err;
+  int fd, err, lock_fd;
 
   if (strlen(socket_path) >= sizeof(addr.sun_path)) {
     g_set_error(error, AGENT_ERROR, AGENT_ERROR_INVALID, "socket path %s is too long", socket_path);
@@ -496,28 +628,33 @@ AgentServer *agent_server_new(const char *socket_path, unsigned max_clients,
                 g_strerror(err));
     return NULL;
   }
+  /* Before the socket is judged: two agents started together would both
+   * find it stale, and the second would remove the first one's. */
+  lock_fd = take_lock(lock_path, error);
+  if (lock_fd < 0)
+    return NULL;
   if (lstat(socket_path, &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_IN_USE, "%s exists and is not a socket",
                   socket_path);
-      return NULL;
+      goto fail;
     }
     if (someone_listens(&addr, &err)) {
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_IN_USE, "another shrinkd is listening on %s",
                   socket_path);
-      return NULL;
+      goto fail;
     }
     if (err != ECONNREFUSED) {
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_FAILED, "cannot check %s: %s", socket_path,
                   g_strerror(err));
-      return NULL;
+      goto fail;
     }
     g_info("removing the stale socket %s", socket_path);
     if (unlink(socket_path) < 0 && errno != ENOENT) {
       err = errno;
       g_set_error(error, AGENT_ERROR, AGENT_ERROR_FAILED, "cannot remove %s: %s", socket_path,
                   g_strerror(err));
-      return NULL;
+      goto fail;
     }
   }
 
@@ -529,7 +666,7 @@ AgentServer *agent_server_new(const char *socket_path, unsigned max_clients,
                 g_strerror(err));
     if (fd >= 0)
       close(fd);
-    return NULL;
+    goto fail;
   }
 
   self = g_new0(AgentServer, 1);
@@ -542,9 +679,25 @@ AgentServer *agent_server_new(const char *socket_path, unsigned max_clients,
   self->rounds = rounds;
   self->commands = commands;
   self->buf = g_malloc(PROTO_MSG_MAX);
+  self->per_uid = g_hash_table_new(g_direct_hash, g_direct_equal);
+  self->lock_path = g_steal_pointer(&lock_path);
+  self->lock_fd = lock_fd;
+  self->limits = (AgentServerLimits){
+      .max_clients_per_uid = AGENT_SERVER_CLIENTS_PER_UID_DEFAULT,
+      .reserved_root_clients = AGENT_SERVER_ROOT_RESERVED_DEFAULT,
+      .hello_timeout_ms = AGENT_SERVER_HELLO_TIMEOUT_DEFAULT_MS,
+  };
   g_queue_init(&self->peers);
   watch_listener(self);
   return self;
+
+fail:
+  close(lock_fd);
+  return NULL;
+}
+
+void agent_server_set_limits(AgentServer *self, const AgentServerLimits *limits) {
+  self->limits = *limits;
 }
 
 void agent_server_free(AgentServer *self) {
@@ -562,6 +715,12 @@ void agent_server_free(AgentServer *self) {
   /* Only our own socket: a newer agent may have replaced it. */
   if (lstat(self->path, &st) == 0 && st.st_dev == self->sock_dev && st.st_ino == self->sock_ino)
     unlink(self->path);
+  /* Removed while still held: an agent that waits for it finds it gone
+   * (take_lock checks) and makes a new one. */
+  unlink(self->lock_path);
+  close(self->lock_fd);
+  g_hash_table_unref(self->per_uid);
+  g_free(self->lock_path);
   g_free(self->buf);
   g_free(self->path);
   g_free(self);

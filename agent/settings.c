@@ -10,6 +10,8 @@
 #include "config.h" /* the build's: SHRINKD_DEFAULT_SOCKET */
 #include "errors.h"
 #include "local-proto.h"
+#include "registry.h"
+#include "server.h"
 
 void agent_settings_init(AgentSettings *config) {
   memset(config, 0, sizeof(*config));
@@ -18,8 +20,13 @@ void agent_settings_init(AgentSettings *config) {
   config->deadline_ms = 1000;
   config->miss_limit = 3;
   config->soft_share_pct = 50;
-  config->max_shrinkers_per_client = 1024;
-  config->max_clients = 4096;
+  config->max_shrinkers_per_client = AGENT_REGISTRY_SHRINKERS_PER_CLIENT_DEFAULT;
+  config->max_clients = AGENT_SERVER_CLIENTS_DEFAULT;
+  config->max_clients_per_uid = AGENT_SERVER_CLIENTS_PER_UID_DEFAULT;
+  config->reserved_root_clients = AGENT_SERVER_ROOT_RESERVED_DEFAULT;
+  config->max_shrinkers_per_uid = AGENT_REGISTRY_SHRINKERS_PER_UID_DEFAULT;
+  config->max_shrinkers = AGENT_REGISTRY_SHRINKERS_DEFAULT;
+  config->hello_timeout_ms = AGENT_SERVER_HELLO_TIMEOUT_DEFAULT_MS;
   config->mlock = TRUE;
   config->balloon = TRUE;
   config->balloon_events = g_strdup("auto");
@@ -112,6 +119,11 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
       "soft_share_percent",
       "max_shrinkers_per_client",
       "max_clients",
+      "max_clients_per_uid",
+      "reserved_root_clients",
+      "max_shrinkers_per_uid",
+      "max_shrinkers",
+      "hello_timeout_ms",
       "mlock",
       "balloon",
       "balloon_events",
@@ -140,6 +152,12 @@ gboolean agent_settings_load_file(AgentSettings *config, const char *path, gbool
     size_t offset;
     guint64 min, max;
   } u32_keys[] = {
+      {"max_clients_per_uid", G_STRUCT_OFFSET(AgentSettings, max_clients_per_uid), 1, 65536},
+      {"reserved_root_clients", G_STRUCT_OFFSET(AgentSettings, reserved_root_clients), 0, 65535},
+      {"max_shrinkers_per_uid", G_STRUCT_OFFSET(AgentSettings, max_shrinkers_per_uid), 1,
+       1 << 20},
+      {"max_shrinkers", G_STRUCT_OFFSET(AgentSettings, max_shrinkers), 1, 1 << 20},
+      {"hello_timeout_ms", G_STRUCT_OFFSET(AgentSettings, hello_timeout_ms), 10, 600000},
       {"balloon_reserve_mib", G_STRUCT_OFFSET(AgentSettings, balloon_reserve_mib), 1, 1 << 20},
       {"balloon_stall_ms", G_STRUCT_OFFSET(AgentSettings, balloon_stall_ms), 10, 5000},
       {"balloon_max_rounds", G_STRUCT_OFFSET(AgentSettings, balloon_max_rounds), 1, 100},

@@ -13,7 +13,14 @@
  *   miss_limit=3                  # skip in soft rounds after this many misses in a row; 0: never
  *   soft_share_percent=50         # a hard round's soft phase gets this share of the deadline
  *   max_shrinkers_per_client=1024
- *   max_clients=4096
+ *   max_clients=1024
+ *
+ *   # Bounds per user (every local user may connect; uid 0 is exempt)
+ *   max_clients_per_uid=32        # connections of one non-root uid
+ *   reserved_root_clients=16      # of max_clients, slots only root may take
+ *   max_shrinkers_per_uid=4096    # shrinkers of one non-root uid, over its connections
+ *   max_shrinkers=65536           # shrinkers in all
+ *   hello_timeout_ms=2000         # a connection that says no HELLO this long is closed
  *   mlock=true
  *
  *   # Pressure sources and the balloon controller (balloon.h has the rules)
@@ -65,6 +72,11 @@ typedef struct {
   unsigned soft_share_pct;
   uint32_t max_shrinkers_per_client;
   unsigned max_clients;
+  uint32_t max_clients_per_uid;
+  uint32_t reserved_root_clients;
+  uint32_t max_shrinkers_per_uid;
+  uint32_t max_shrinkers;
+  uint32_t hello_timeout_ms;
   gboolean mlock;
 
   gboolean balloon;     /* FALSE: balloon=off */

@@ -21,22 +21,25 @@
 #include "units.h"
 
 enum {
-  EXIT_OK = 0,          /* done; for shrink: the round claimed its target */
+  EXIT_OK = 0,          /* done; for shrink: the round freed its target (verified) */
   EXIT_FAILED = 1,      /* the agent refused or failed the command */
   EXIT_USAGE = 2,       /* bad command line */
   EXIT_UNREACHABLE = 3, /* no agent, or it broke the protocol, or timed out */
   EXIT_PERMISSION = 4,  /* the agent said permission denied */
-  EXIT_SHORT = 5,       /* shrink: the round ran but claimed less than its target */
+  EXIT_SHORT = 5,       /* shrink: the round ran but freed less than its target */
 };
 
 static const char usage_text[] =
     "Usage: shrinkctl [--socket PATH] [--timeout SEC] COMMAND [OPTIONS]\n"
     "\n"
     "Commands:\n"
-    "  status [--json]                         registered shrinkers, their estimates and\n"
+    "  status [--offset N] [--limit N] [--json]\n"
+    "                                          registered shrinkers, their estimates and\n"
     "                                          figures, the last rounds, totals, the\n"
     "                                          balloon, free page hints and the\n"
-    "                                          pressure sources\n"
+    "                                          pressure sources; shrinkers from the Nth\n"
+    "                                          (default 0), at most --limit of them\n"
+    "                                          (default 1000, at most 10000)\n"
     "  shrink SIZE [--hard] [--deadline MS] [--json]\n"
     "                                          run one round asking the applications to\n"
     "                                          free SIZE (4096, 512K, 64M, 1.5G; binary\n"
@@ -53,12 +56,13 @@ static const char usage_text[] =
     "  --help, --version\n"
     "\n"
     "Exit status:\n"
-    "  0  success (shrink: the round claimed its whole target)\n"
+    "  0  success (shrink: the round's whole target was freed, as the\n"
+    "     processes' RSS confirms where it can be read)\n"
     "  1  the agent refused or failed the command\n"
     "  2  usage error\n"
     "  3  cannot reach the agent (not running?), protocol error or timeout\n"
     "  4  permission denied by the agent\n"
-    "  5  shrink: the round ran but claimed less than its target\n";
+    "  5  shrink: the round ran but freed (verified) less than its target\n";
 
 static int usage_error(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 
@@ -232,6 +236,20 @@ static gint64 get_int(JsonObject *o, const char *name) {
   return json_object_get_int_member_with_default(o, name, 0);
 }
 
+/* An unsigned figure: json-glib reads one above G_MAXINT64 as a double. */
+static uint64_t get_uint(JsonObject *o, const char *name) {
+  JsonNode *n = json_object_get_member(o, name);
+
+  if (!n || !JSON_NODE_HOLDS_VALUE(n))
+    return 0;
+  if (json_node_get_value_type(n) == G_TYPE_DOUBLE) {
+    double d = json_node_get_double(n);
+
+    return d <= 0 ? 0 : d >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)d;
+  }
+  return (uint64_t)MAX(json_node_get_int(n), 0);
+}
+
 static const char *fmt_bytes(gint64 v, char *buf) {
   return agent_format_bytes(v < 0 ? 0 : (uint64_t)v, buf, 32);
 }
@@ -272,7 +290,7 @@ static void print_request(JsonObject *r) {
 }
 
 static void print_round(JsonObject *round) {
-  char target[32], claimed[32], measured[40], before[32], after[32];
+  char target[32], claimed[32], verified[32], measured[40], before[32], after[32];
   JsonArray *reqs = json_object_get_array_member(round, "requests");
   JsonNode *m = json_object_get_member(round, "measured_bytes");
 
@@ -285,6 +303,7 @@ static void print_round(JsonObject *round) {
     printf("  (nobody was asked)\n");
   for (guint i = 0; reqs && i < json_array_get_length(reqs); i++)
     print_request(json_array_get_object_element(reqs, i));
+  printf("verified %s of ", fmt_bytes(get_int(round, "verified_bytes"), verified));
   if (m && !JSON_NODE_HOLDS_NULL(m))
     printf("claimed %s, measured %s (MemAvailable %s -> %s)",
            fmt_bytes(get_int(round, "claimed_bytes"), claimed),
@@ -389,6 +408,7 @@ static void print_status(JsonObject *st) {
   JsonArray *clients = json_object_get_array_member(st, "clients");
   JsonArray *rounds = json_object_get_array_member(st, "rounds");
   JsonObject *totals = json_object_get_object_member(st, "totals");
+  JsonObject *summary = json_object_get_object_member(st, "summary");
   gint64 up_s = get_int(st, "uptime_ms") / 1000;
   guint n_shrinkers = 0;
   int w_client = 6, w_shrinker = 8;
@@ -447,6 +467,10 @@ static void print_status(JsonObject *st) {
   }
   if (n_shrinkers == 0)
     printf("(no shrinkers registered)\n");
+  if (summary && json_object_get_boolean_member_with_default(summary, "truncated", FALSE))
+    printf("(showing %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT " shrinkers from the %" G_GINT64_FORMAT
+           "th; see --offset and --limit)\n",
+           get_int(summary, "shown"), get_int(summary, "shrinkers"), get_int(summary, "offset"));
   if (totals)
     printf("\ntotals: %" G_GINT64_FORMAT " rounds, claimed %s, measured %s\n",
            get_int(totals, "rounds"), fmt_bytes(get_int(totals, "claimed_bytes"), a),
@@ -491,7 +515,7 @@ int main(int argc, char **argv) {
   const char *socket_path = SHRINKD_DEFAULT_SOCKET;
   const char *command = NULL, *size_arg = NULL;
   gboolean json = FALSE, hard = FALSE;
-  gint64 deadline_ms = -1, timeout_s = 60;
+  gint64 deadline_ms = -1, timeout_s = 60, offset = -1, limit = -1;
   g_autoptr(JsonBuilder) b = json_builder_new();
   g_autoptr(JsonNode) request = NULL;
   g_autoptr(JsonNode) reply = NULL;
@@ -518,8 +542,15 @@ int main(int argc, char **argv) {
     } else if (option_value(argc, argv, &i, "--deadline", &value)) {
       if (!g_ascii_string_to_signed(value, 10, 1, PROTO_DEADLINE_MAX_MS, &deadline_ms, NULL))
         return usage_error("--deadline wants milliseconds (1..600000), not \"%s\"", value);
+    } else if (option_value(argc, argv, &i, "--offset", &value)) {
+      if (!g_ascii_string_to_signed(value, 10, 0, G_MAXINT64, &offset, NULL))
+        return usage_error("--offset wants a count of shrinkers, not \"%s\"", value);
+    } else if (option_value(argc, argv, &i, "--limit", &value)) {
+      if (!g_ascii_string_to_signed(value, 10, 0, 10000, &limit, NULL))
+        return usage_error("--limit wants a count of shrinkers (0..10000), not \"%s\"", value);
     } else if (strcmp(arg, "--socket") == 0 || strcmp(arg, "--timeout") == 0 ||
-               strcmp(arg, "--deadline") == 0) {
+               strcmp(arg, "--deadline") == 0 || strcmp(arg, "--offset") == 0 ||
+               strcmp(arg, "--limit") == 0) {
       return usage_error("%s needs a value", arg);
     } else if (strcmp(arg, "--json") == 0) {
       json = TRUE;
@@ -544,12 +575,27 @@ int main(int argc, char **argv) {
     if (hard || deadline_ms >= 0)
       return usage_error("%s", "--hard and --deadline go with shrink");
     json_builder_add_string_value(b, "status");
+    if (offset >= 0 || limit >= 0) {
+      json_builder_set_member_name(b, "arguments");
+      json_builder_begin_object(b);
+      if (offset >= 0) {
+        json_builder_set_member_name(b, "offset");
+        json_builder_add_int_value(b, offset);
+      }
+      if (limit >= 0) {
+        json_builder_set_member_name(b, "limit");
+        json_builder_add_int_value(b, limit);
+      }
+      json_builder_end_object(b);
+    }
   } else if (strcmp(command, "shrink") == 0) {
     g_autoptr(GError) error = NULL;
     uint64_t bytes;
 
     if (!size_arg)
       return usage_error("%s", "shrink needs a SIZE (e.g. 64M)");
+    if (offset >= 0 || limit >= 0)
+      return usage_error("%s", "--offset and --limit go with status");
     if (!agent_parse_size(size_arg, &bytes, &error))
       return usage_error("%s", error->message);
     json_builder_add_string_value(b, "shrink");
@@ -601,8 +647,10 @@ int main(int argc, char **argv) {
   } else {
     print_round(ret);
   }
+  /* Claims are the clients' word; verified_bytes is what their RSS
+   * confirmed. */
   if (strcmp(command, "shrink") == 0 &&
-      get_int(ret, "claimed_bytes") < get_int(ret, "target_bytes"))
+      get_uint(ret, "verified_bytes") < get_uint(ret, "target_bytes"))
     return EXIT_SHORT;
   return EXIT_OK;
 }

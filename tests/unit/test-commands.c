@@ -1059,7 +1059,7 @@ static void test_round_queue_and_history(void) {
   /* 20 more: the history keeps the last 16. */
   for (int i = 0; i < 20; i++)
     json_node_unref(run(text, 0, NULL, 0, 1000));
-  agent_round_totals(rounds, &n_rounds, NULL, NULL);
+  agent_round_totals(rounds, &n_rounds, NULL, NULL, NULL);
   CU_ASSERT_EQUAL(n_rounds, 22);
   CU_ASSERT_EQUAL(g_queue_get_length((GQueue *)agent_round_history(rounds)), 16);
   CU_ASSERT_EQUAL(
