@@ -78,7 +78,7 @@ static void uid_count_add(AgentRegistry *self, uid_t uid, int delta) {
 }
 
 uint32_t agent_client_trust(const AgentClient *client) {
-  const uint64_t prior = 16u << 20;
+  const uint64_t prior = 1u << 20;
   uint64_t claimed = client->claimed_bytes, verified = MIN(client->verified_bytes, claimed);
 
   /* Scaled down together so that the sums cannot overflow. */

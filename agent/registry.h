@@ -74,7 +74,7 @@ struct AgentClient {
 };
 
 /* How far @client's claims can be believed, in 1/1024ths (1024: fully):
- * (verified + 16 MiB) / (claimed + 16 MiB), so that a new client starts
+ * (verified + 1 MiB) / (claimed + 1 MiB), so that a new client starts
  * trusted and one that claims without freeing falls towards 0. */
 #define AGENT_CLIENT_TRUST_ONE 1024u
 uint32_t agent_client_trust(const AgentClient *client);

@@ -19,6 +19,8 @@
 #include <json-glib/json-glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -36,6 +38,8 @@
 
 /* ---- the agent under test ---- */
 
+static char *tmpdir;
+
 static AgentProcfs *procfs;
 static AgentRegistry *reg;
 static AgentRounds *rounds;
@@ -50,7 +54,29 @@ static void agent_up(unsigned queue_max, uint32_t max_shrinkers) {
   cmds = agent_commands_new(reg, rounds, procfs, 1000);
 }
 
+/* As agent_up(), with /proc read under a fixture root in tmpdir: the
+ * processes of fakes made with fake_new_rooted() have a statm there. */
+static char *proc_root;
+
+static void agent_up_rooted(uint32_t per_uid, uint32_t total) {
+  AgentRoundConfig rc = {.miss_limit = 3, .soft_share_pct = 50, .queue_max = 8};
+
+  proc_root = g_build_filename(tmpdir, "root", NULL);
+  procfs = agent_procfs_new(proc_root);
+  reg = agent_registry_new(1024);
+  agent_registry_set_limits(reg, per_uid, total);
+  rounds = agent_rounds_new(reg, procfs, &rc);
+  cmds = agent_commands_new(reg, rounds, procfs, 1000);
+}
+
 static void agent_down(void) {
+  if (proc_root) {
+    g_autofree char *proc = g_build_filename(proc_root, "proc", NULL);
+
+    g_rmdir(proc);
+    g_rmdir(proc_root);
+    g_clear_pointer(&proc_root, g_free);
+  }
   agent_commands_free(cmds);
   agent_rounds_free(rounds);
   agent_registry_free(reg);
@@ -62,7 +88,10 @@ static void agent_down(void) {
 
 /* ---- fake clients on socketpairs ---- */
 
-typedef enum { ANSWER_ALL, ANSWER_NONE, ANSWER_HALF, ANSWER_SOFTZERO } Mode;
+/* ANSWER_LIE claims 2^64-1 bytes whatever it was asked; ANSWER_ALL_RSS
+ * answers what it was asked and lowers its RSS in the fixture's statm by
+ * as much, as a process that really freed it would. */
+typedef enum { ANSWER_ALL, ANSWER_NONE, ANSWER_HALF, ANSWER_SOFTZERO, ANSWER_LIE, ANSWER_ALL_RSS } Mode;
 
 typedef struct {
   int fd[2]; /* [0] the agent's end, [1] ours */
@@ -70,6 +99,8 @@ typedef struct {
   Mode mode;
   GArray *seen; /* proto_shrink */
   guint relief;
+  char *statm; /* ANSWER_ALL_RSS: the fixture file of its RSS */
+  uint64_t rss_bytes;
 } Fake;
 
 static Fake *fake_new(const char *name, pid_t pid, uid_t uid, Mode mode) {
@@ -79,6 +110,19 @@ static Fake *fake_new(const char *name, pid_t pid, uid_t uid, Mode mode) {
   f->client = agent_registry_add_client(reg, f->fd[0], pid, uid, name);
   f->mode = mode;
   f->seen = g_array_new(FALSE, TRUE, sizeof(proto_shrink));
+  return f;
+}
+
+static void fake_set_rss(Fake *f, uint64_t bytes);
+
+/* A fake whose process has @rss_bytes resident in the fixture root. */
+static Fake *fake_new_rooted(const char *name, pid_t pid, uid_t uid, Mode mode, uint64_t rss_bytes) {
+  Fake *f = fake_new(name, pid, uid, mode);
+  g_autofree char *dir = g_strdup_printf("%s/proc/%d", proc_root, (int)pid);
+
+  g_assert(g_mkdir_with_parents(dir, 0755) == 0);
+  f->statm = g_build_filename(dir, "statm", NULL);
+  fake_set_rss(f, rss_bytes);
   return f;
 }
 
@@ -95,7 +139,25 @@ static void fake_disconnect(Fake *f) {
   f->client = NULL;
 }
 
+/* Writes the fixture's <root>/proc/PID/statm for @f's pid (see
+ * agent_up_rooted()): @bytes resident. */
+static void fake_set_rss(Fake *f, uint64_t bytes) {
+  g_autofree char *text = g_strdup_printf("%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT " 0 0 0 0 0\n",
+                                          bytes / 4096 * 2, bytes / (uint64_t)sysconf(_SC_PAGESIZE));
+
+  g_assert(f->statm);
+  g_assert(g_file_set_contents(f->statm, text, -1, NULL));
+  f->rss_bytes = bytes;
+}
+
 static void fake_free(Fake *f) {
+  if (f->statm) {
+    g_autofree char *dir = g_path_get_dirname(f->statm);
+
+    g_unlink(f->statm);
+    g_rmdir(dir);
+  }
+  g_free(f->statm);
   fake_disconnect(f);
   close(f->fd[0]);
   close(f->fd[1]);
@@ -132,6 +194,12 @@ static void fake_pump(Fake *f) {
     case ANSWER_SOFTZERO:
       fake_reply(f, m.u.shrink.round_id, m.u.shrink.id,
                  m.u.shrink.level == PROTO_LEVEL_SOFT ? 0 : m.u.shrink.target_bytes);
+      break;
+    case ANSWER_LIE: fake_reply(f, m.u.shrink.round_id, m.u.shrink.id, UINT64_MAX); break;
+    case ANSWER_ALL_RSS:
+      f->rss_bytes -= MIN(f->rss_bytes, m.u.shrink.target_bytes);
+      fake_set_rss(f, f->rss_bytes);
+      fake_reply(f, m.u.shrink.round_id, m.u.shrink.id, m.u.shrink.target_bytes);
       break;
     case ANSWER_NONE: break;
     }
@@ -1101,7 +1169,6 @@ static void test_relief_and_done_errors(void) {
 
 /* ---- server ---- */
 
-static char *tmpdir;
 
 static char *sock_path(void) {
   return g_build_filename(tmpdir, "run", "shrinkd.sock", NULL);
@@ -1434,6 +1501,9 @@ static void test_settings(void) {
       {"[shrinkd]\nsoft_share_percent=100\n", "soft_share_percent"},
       {"[shrinkd]\nmlock=maybe\n", "mlock"},
       {"[shrinkd]\nsocket=relative.sock\n", "socket"},
+      {"[shrinkd]\nmax_clients_per_uid=0\n", "max_clients_per_uid"},
+      {"[shrinkd]\nhello_timeout_ms=5\n", "hello_timeout_ms"},
+      {"[shrinkd]\nmax_shrinkers=0\n", "max_shrinkers"},
   };
 
   agent_settings_init(&s);
@@ -1450,6 +1520,8 @@ static void test_settings(void) {
                           "# a comment\n[shrinkd]\nsocket=/tmp/a.sock\nproc_root=/tmp/root\n"
                           "deadline_ms=250\nmiss_limit=0\nsoft_share_percent=30\n"
                           "max_shrinkers_per_client=8\nmax_clients=9\nmlock=false\n"
+                          "max_clients_per_uid=3\nreserved_root_clients=2\n"
+                          "max_shrinkers_per_uid=40\nmax_shrinkers=50\nhello_timeout_ms=700\n"
                           "future_key=1\n",
                           -1, NULL));
   CU_ASSERT_TRUE(agent_settings_load_file(&s, file, TRUE, &error));
@@ -1461,6 +1533,11 @@ static void test_settings(void) {
   CU_ASSERT_EQUAL(s.max_shrinkers_per_client, 8);
   CU_ASSERT_EQUAL(s.max_clients, 9);
   CU_ASSERT_FALSE(s.mlock);
+  CU_ASSERT_EQUAL(s.max_clients_per_uid, 3);
+  CU_ASSERT_EQUAL(s.reserved_root_clients, 2);
+  CU_ASSERT_EQUAL(s.max_shrinkers_per_uid, 40);
+  CU_ASSERT_EQUAL(s.max_shrinkers, 50);
+  CU_ASSERT_EQUAL(s.hello_timeout_ms, 700);
 
   for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
     CU_ASSERT_TRUE(g_file_set_contents(file, bad[i].text, -1, NULL));
@@ -1477,6 +1554,57 @@ static void test_settings(void) {
 }
 
 /* ---- units ---- */
+
+/* data/shrinkd.conf shows every default as a commented "#key=value": with
+ * those lines uncommented it must load to exactly the built-in defaults
+ * (it once said max_clients=1024 where the code had 4096). Keys it does
+ * not show are not checked. */
+static void test_sample_config_is_the_defaults(void) {
+  const char *sample = g_getenv("SHRINKD_TEST_SAMPLE_CONF");
+  g_autofree char *text = NULL, *file = g_build_filename(tmpdir, "sample.conf", NULL);
+  g_autoptr(GString) uncommented = g_string_new(NULL);
+  g_autoptr(GError) error = NULL;
+  g_auto(GStrv) lines = NULL;
+  AgentSettings defaults, loaded;
+  guint n_keys = 0;
+
+  CU_ASSERT_PTR_NOT_NULL_FATAL(sample);
+  CU_ASSERT_TRUE_FATAL(g_file_get_contents(sample, &text, NULL, NULL));
+  lines = g_strsplit(text, "\n", -1);
+  for (char **l = lines; *l; l++) {
+    gboolean key_line = (*l)[0] == '#' && g_ascii_islower((*l)[1]) && strchr(*l, '=');
+
+    g_string_append(uncommented, key_line ? *l + 1 : *l);
+    g_string_append_c(uncommented, '\n');
+    n_keys += key_line;
+  }
+  CU_ASSERT(n_keys >= 20);
+  CU_ASSERT_TRUE_FATAL(g_file_set_contents(file, uncommented->str, -1, NULL));
+  agent_settings_init(&defaults);
+  agent_settings_init(&loaded);
+  if (!agent_settings_load_file(&loaded, file, TRUE, &error))
+    printf("\n    %s", error->message);
+  CU_ASSERT_PTR_NULL(error);
+#define SAME_STRING(f)                                                                             \
+  do {                                                                                             \
+    CU_ASSERT_STRING_EQUAL(loaded.f, defaults.f);                                                  \
+    g_free(loaded.f);                                                                              \
+    loaded.f = defaults.f;                                                                         \
+  } while (0)
+  SAME_STRING(socket_path);
+  SAME_STRING(proc_root);
+  SAME_STRING(balloon_events);
+  SAME_STRING(kmsg_path);
+  SAME_STRING(psi_trigger);
+  SAME_STRING(channel_path);
+#undef SAME_STRING
+  /* Every other field is a number or a flag. */
+  if (memcmp(&loaded, &defaults, sizeof(loaded)) != 0)
+    printf("\n    the sample's values differ from the defaults");
+  CU_ASSERT_EQUAL(memcmp(&loaded, &defaults, sizeof(loaded)), 0);
+  agent_settings_clear(&defaults);
+  g_unlink(file);
+}
 
 static void test_sizes(void) {
   static const struct {
@@ -1530,6 +1658,264 @@ static void test_sizes(void) {
   CU_ASSERT_PTR_NOT_NULL(agent_format_bytes(UINT64_MAX, buf, sizeof(buf)));
 }
 
+
+/* ---- hostile peers (issue 10): lies, floods, races ---- */
+
+static const char hard_128m[] =
+    "{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":134217728,\"level\":\"hard\","
+    "\"deadline_ms\":2000}}";
+
+/* Sum of asked_bytes of @report's requests to @client at @level. */
+static uint64_t asked_of(JsonObject *report, const char *client, const char *level) {
+  uint64_t sum = 0;
+
+  for (guint i = 0; i < n_requests(report); i++) {
+    JsonObject *q = request_at(report, i);
+
+    if (strcmp(json_object_get_string_member(q, "client"), client) == 0 &&
+        (!level || strcmp(json_object_get_string_member(q, "level"), level) == 0))
+      sum += (uint64_t)json_object_get_int_member(q, "asked_bytes");
+  }
+  return sum;
+}
+
+static JsonObject *client_in_status(JsonObject *status, pid_t pid) {
+  JsonArray *clients = json_object_get_array_member(status, "clients");
+
+  for (guint i = 0; i < json_array_get_length(clients); i++) {
+    JsonObject *c = json_array_get_object_element(clients, i);
+
+    if (json_object_get_int_member(c, "pid") == pid)
+      return c;
+  }
+  return NULL;
+}
+
+/* A non-root liar (priority 100, estimate 2^56, claims 2^64-1 to every
+ * request) beside an honest client whose RSS falls by what it frees: the
+ * honest one gets the hard requests, the liar's estimate is capped at its
+ * RSS, its replies at their asks, and only the honest client's freeing
+ * counts as verified; the liar's trust falls round by round. */
+static void test_hostile_lying_shrinker(void) {
+  Fake *liar, *honest;
+  Fake *fakes[2];
+  uint64_t liar_asked_before = UINT64_MAX;
+  gint64 trust_before = 101;
+
+  agent_up_rooted(0, 0);
+  liar = fake_new_rooted("liar", 4242, 1000, ANSWER_LIE, 4 << 20);
+  honest = fake_new_rooted("honest", 4343, 1001, ANSWER_ALL_RSS, UINT64_C(1) << 30);
+  fake_add(liar, 1, "lies", 100, TRUE, UINT64_C(1) << 56);
+  fake_add(honest, 1, "cache", 0, TRUE, 512 << 20);
+  fakes[0] = liar;
+  fakes[1] = honest;
+  for (int round = 0; round < 4; round++) {
+    JsonNode *reply = run(hard_128m, 0, fakes, 2, 5000);
+    JsonNode *st_reply;
+    JsonObject *rep, *liar_st;
+    uint64_t liar_asked;
+
+    CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+    rep = ret_of(reply);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+    liar_asked = asked_of(rep, "liar", NULL);
+    /* The liar can hold no more than its RSS (4 MiB) per request... */
+    for (guint i = 0; i < n_requests(rep); i++) {
+      JsonObject *q = request_at(rep, i);
+
+      CU_ASSERT(json_object_get_int_member(q, "freed_bytes") <=
+                json_object_get_int_member(q, "asked_bytes"));
+      if (strcmp(json_object_get_string_member(q, "client"), "liar") == 0)
+        CU_ASSERT(json_object_get_int_member(q, "asked_bytes") <= 4 << 20);
+    }
+    /* ...so the honest client is asked for the rest, and what counts is
+     * what its RSS lost. */
+    CU_ASSERT(asked_of(rep, "honest", NULL) >= (128u << 20) - 2 * (4u << 20));
+    CU_ASSERT(json_object_get_int_member(rep, "verified_bytes") <= (128 << 20));
+    CU_ASSERT(json_object_get_int_member(rep, "verified_bytes") >= (120 << 20));
+    CU_ASSERT(json_object_get_int_member(rep, "claimed_bytes") <=
+              json_object_get_int_member(rep, "target_bytes") * 2);
+    /* The liar's share shrinks as its claims go unconfirmed. */
+    CU_ASSERT(liar_asked <= liar_asked_before);
+    liar_asked_before = liar_asked;
+    json_node_unref(reply);
+
+    st_reply = run("{\"execute\":\"status\"}", 0, fakes, 2, 2000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(st_reply);
+    liar_st = client_in_status(ret_of(st_reply), 4242);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(liar_st);
+    CU_ASSERT_EQUAL(json_object_get_int_member(liar_st, "rss_bytes"), 4 << 20);
+    CU_ASSERT(json_object_get_int_member(liar_st, "trust_percent") < trust_before);
+    trust_before = json_object_get_int_member(liar_st, "trust_percent");
+    CU_ASSERT_EQUAL(json_object_get_int_member(client_in_status(ret_of(st_reply), 4343),
+                                               "trust_percent"),
+                    100);
+    json_node_unref(st_reply);
+  }
+  CU_ASSERT(trust_before < 50);
+  fake_free(liar);
+  fake_free(honest);
+  agent_down();
+}
+
+/* A liar alone: its claims end no round, and the round reports that
+ * nothing was verified (shrinkctl exits 5 on that). */
+static void test_hostile_liar_alone(void) {
+  Fake *liar;
+  JsonNode *reply;
+  JsonObject *rep;
+
+  agent_up_rooted(0, 0);
+  liar = fake_new_rooted("liar", 4242, 1000, ANSWER_LIE, 256 << 20);
+  fake_add(liar, 1, "lies", 100, TRUE, UINT64_C(1) << 56);
+  reply = run(hard_128m, 0, &liar, 1, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT_EQUAL(json_object_get_int_member(rep, "verified_bytes"), 0);
+  /* The first reply claimed it all; the round went on regardless. */
+  CU_ASSERT(n_requests(rep) >= 2);
+  CU_ASSERT(json_object_get_int_member(rep, "claimed_bytes") <= 2 * (128 << 20));
+  json_node_unref(reply);
+  fake_free(liar);
+  agent_down();
+}
+
+/* Claims of 2^64-1 then 33 554 603 bytes: every sum saturates or is capped,
+ * none wraps below one of its parts (seen before: 33 554 602). */
+static void test_hostile_sums_saturate(void) {
+  static const char big[] = "{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":"
+                            "9223372036854775807,\"deadline_ms\":200}}";
+  static const char small[] = "{\"execute\":\"shrink\",\"arguments\":{\"target_bytes\":33554603,"
+                              "\"deadline_ms\":200}}";
+  Fake *f;
+  uint64_t claimed = 0;
+
+  agent_up(8, 1024);
+  f = fake_new("f", 11, 0, ANSWER_LIE);
+  fake_add(f, 1, "s", 50, FALSE, 0);
+  for (int i = 0; i < 3; i++)
+    json_node_unref(run(big, 0, &f, 1, 3000));
+  agent_round_totals(rounds, NULL, &claimed, NULL, NULL);
+  CU_ASSERT(claimed >= UINT64_C(9223372036854775807));
+  f->mode = ANSWER_ALL;
+  json_node_unref(run(small, 0, &f, 1, 3000));
+  agent_round_totals(rounds, NULL, &claimed, NULL, NULL);
+  CU_ASSERT_EQUAL(claimed, UINT64_MAX);
+  CU_ASSERT_EQUAL(first_shrinker(f)->freed_bytes, UINT64_MAX);
+  fake_free(f);
+  agent_down();
+}
+
+/* Shrinkers per uid and in all: refused with LIMIT beyond; root is bound
+ * by the total only. */
+static void test_hostile_registry_limits(void) {
+  g_autoptr(GError) error = NULL;
+  Fake *a, *b, *root;
+
+  agent_up_rooted(4, 7);
+  a = fake_new("a", 11, 1000, ANSWER_ALL);
+  b = fake_new("b", 12, 1000, ANSWER_ALL);
+  root = fake_new("root", 13, 0, ANSWER_ALL);
+  for (uint32_t id = 1; id <= 2; id++) {
+    fake_add(a, id, "x", 50, FALSE, 0);
+    fake_add(b, id, "x", 50, FALSE, 0);
+  }
+  CU_ASSERT_PTR_NULL(agent_registry_add_shrinker(reg, b->client, 3, "x", 50, FALSE, 0, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_PROTO_ERROR, PROTO_ERR_LIMIT));
+  CU_ASSERT_PTR_NOT_NULL(error && strstr(error->message, "uid 1000"));
+  g_clear_error(&error);
+  for (uint32_t id = 1; id <= 3; id++)
+    fake_add(root, id, "r", 50, FALSE, 0);
+  CU_ASSERT_PTR_NULL(agent_registry_add_shrinker(reg, root->client, 4, "r", 50, FALSE, 0, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_PROTO_ERROR, PROTO_ERR_LIMIT));
+  g_clear_error(&error);
+  /* One goes, one may come: the count follows removals. */
+  fake_disconnect(a);
+  fake_add(b, 3, "x", 50, FALSE, 0);
+  CU_ASSERT_EQUAL(agent_registry_n_shrinkers(reg), 6);
+  fake_free(a);
+  fake_free(b);
+  fake_free(root);
+  agent_down();
+}
+
+/* status lists a bounded page and says so. */
+static void test_hostile_status_paged(void) {
+  Fake *f;
+  JsonNode *reply;
+  JsonObject *st, *summary;
+  JsonArray *sh;
+
+  agent_up(8, 1024);
+  f = fake_new("many", 11, 0, ANSWER_ALL);
+  for (uint32_t id = 1; id <= 30; id++)
+    fake_add(f, id, "s", 50, FALSE, 0);
+  reply = run("{\"execute\":\"status\",\"arguments\":{\"offset\":5,\"limit\":10}}", 0, &f, 1, 2000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  st = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(st);
+  summary = json_object_get_object_member(st, "summary");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(summary);
+  CU_ASSERT_EQUAL(json_object_get_int_member(summary, "shrinkers"), 30);
+  CU_ASSERT_EQUAL(json_object_get_int_member(summary, "shown"), 10);
+  CU_ASSERT_TRUE(json_object_get_boolean_member(summary, "truncated"));
+  sh = json_object_get_array_member(
+      json_array_get_object_element(json_object_get_array_member(st, "clients"), 0), "shrinkers");
+  CU_ASSERT_EQUAL_FATAL(json_array_get_length(sh), 10);
+  CU_ASSERT_EQUAL(json_object_get_int_member(json_array_get_object_element(sh, 0), "id"), 6);
+  json_node_unref(reply);
+  /* Beyond the end: no client listed; the default page holds all 30. */
+  reply = run("{\"execute\":\"status\",\"arguments\":{\"offset\":30}}", 0, &f, 1, 2000);
+  CU_ASSERT_EQUAL(json_array_get_length(json_object_get_array_member(ret_of(reply), "clients")), 0);
+  json_node_unref(reply);
+  reply = run("{\"execute\":\"status\"}", 0, &f, 1, 2000);
+  CU_ASSERT_FALSE(json_object_get_boolean_member(
+      json_object_get_object_member(ret_of(reply), "summary"), "truncated"));
+  json_node_unref(reply);
+  reply = run("{\"execute\":\"status\",\"arguments\":{\"limit\":10001}}", 0, &f, 1, 2000);
+  CU_ASSERT_STRING_EQUAL(error_class(reply), "InvalidParameter");
+  json_node_unref(reply);
+  fake_free(f);
+  agent_down();
+}
+
+/* Two agents started together: the second finds the first one's socket
+ * bound but not yet listening, which looks stale. The lock beside it is
+ * what tells them apart: the socket stays, the second refuses. */
+static void test_hostile_startup_race(void) {
+  g_autofree char *path = sock_path();
+  g_autofree char *dir = g_path_get_dirname(path);
+  g_autofree char *lock = g_strconcat(path, ".lock", NULL);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_autoptr(GError) error = NULL;
+  AgentServer *server;
+  int fd, lock_fd;
+
+  agent_up(8, 1024);
+  g_mkdir_with_parents(dir, 0755);
+  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  /* The first agent, between its bind() and its listen(). */
+  lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  CU_ASSERT_EQUAL_FATAL(flock(lock_fd, LOCK_EX | LOCK_NB), 0);
+  fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+  CU_ASSERT_EQUAL(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+  server = agent_server_new(path, 64, reg, rounds, cmds, &error);
+  CU_ASSERT_PTR_NULL(server);
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_IN_USE));
+  CU_ASSERT_TRUE(g_file_test(path, G_FILE_TEST_EXISTS));
+  g_clear_error(&error);
+  agent_server_free(server);
+  /* The first one went away: the next agent takes over. */
+  close(lock_fd);
+  close(fd);
+  server = agent_server_new(path, 64, reg, rounds, cmds, &error);
+  CU_ASSERT_PTR_NOT_NULL(server);
+  agent_server_free(server);
+  CU_ASSERT_FALSE(g_file_test(lock, G_FILE_TEST_EXISTS));
+  agent_down();
+}
+
 int main(void) {
   int status;
   CU_pSuite s;
@@ -1560,8 +1946,16 @@ int main(void) {
   CU_add_test(s, "a flooding peer does not starve others", test_server_flood);
   CU_add_test(s, "chunked control reply", test_server_chunked_reply);
   CU_add_test(s, "stale socket, busy socket", test_server_stale_and_busy);
+  s = CU_add_suite("hostile peers", NULL, NULL);
+  CU_add_test(s, "a lying shrinker: capped, verified, loses trust", test_hostile_lying_shrinker);
+  CU_add_test(s, "a liar alone ends no round", test_hostile_liar_alone);
+  CU_add_test(s, "sums saturate", test_hostile_sums_saturate);
+  CU_add_test(s, "shrinkers per uid and in all", test_hostile_registry_limits);
+  CU_add_test(s, "status is paged", test_hostile_status_paged);
+  CU_add_test(s, "start-up race: the lock beside the socket", test_hostile_startup_race);
   s = CU_add_suite("settings and units", NULL, NULL);
   CU_add_test(s, "config file", test_settings);
+  CU_add_test(s, "the sample config shows the defaults", test_sample_config_is_the_defaults);
   CU_add_test(s, "sizes", test_sizes);
   status = cunit_run_all();
   {
