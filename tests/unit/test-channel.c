@@ -334,6 +334,41 @@ static void test_host_that_never_reads(void) {
   env_down();
 }
 
+/* Many small answers: the bound counts what they hold in memory, not their
+ * text (159 000 pings of 15 bytes once held 24 MB under a 1 MiB bound). */
+static void test_small_answers_bounded_by_memory(void) {
+  const AgentChannelConfig cfg = {.out_max_bytes = 64 * 1024, .write_timeout_ms = 60000};
+  static const char ping[] = "{\"execute\":\"guest-ping\"}\n";
+  AgentChannelStats st;
+  guint64 queued;
+  int flags;
+
+  env_up(&cfg, TRUE);
+  flags = fcntl(E.conn, F_GETFL);
+  fcntl(E.conn, F_SETFL, flags | O_NONBLOCK);
+  for (gint64 end = g_get_monotonic_time() + 1500000; g_get_monotonic_time() < end;) {
+    ssize_t n = write(E.conn, ping, sizeof(ping) - 1);
+
+    while (g_main_context_iteration(NULL, FALSE))
+      ;
+    if (n < 0)
+      g_usleep(1000);
+  }
+  agent_channel_get_stats(E.ch, &st);
+  queued = st.requests - st.dropped - st.answers;
+  fprintf(stderr, "\n    %" G_GUINT64_FORMAT " pings run, %" G_GUINT64_FORMAT " answers written, %"
+          G_GUINT64_FORMAT " dropped, %" G_GUINT64_FORMAT " queued  ",
+          st.requests, st.answers, st.dropped, queued);
+  CU_ASSERT(st.answers > 0);
+  /* Each answer holds its text, its record and its queue link: at least
+   * 80 bytes of the 64 KiB. */
+  CU_ASSERT(queued > 0);
+  CU_ASSERT(queued <= 64 * 1024 / 80);
+  fcntl(E.conn, F_SETFL, flags);
+  CU_ASSERT(host_sync(98));
+  env_down();
+}
+
 static void test_host_goes_away_mid_answer(void) {
   AgentChannelStats st;
   char buf[100];
@@ -478,6 +513,7 @@ int main(int argc, char **argv) {
   CU_add_test(suite, "commands, split requests", test_commands_and_split_requests);
   CU_add_test(suite, "framing errors and recovery", test_framing_errors_and_recovery);
   CU_add_test(suite, "a host that never reads", test_host_that_never_reads);
+  CU_add_test(suite, "small answers: bounded by their memory", test_small_answers_bounded_by_memory);
   CU_add_test(suite, "a host that goes away mid-answer", test_host_goes_away_mid_answer);
   CU_add_test(suite, "a half-closed host", test_half_close);
   CU_add_test(suite, "a path that appears later", test_path_that_appears_later);
