@@ -24,6 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -1880,6 +1881,134 @@ static void test_hostile_status_paged(void) {
   agent_down();
 }
 
+/* Makes @n connections to @path as @uid (in a child that drops to it) and
+ * hands their fds back: SO_PEERCRED keeps the connecting process's uid. */
+static void connect_as(uid_t uid, const char *path, int n, int *fds) {
+  int sp[2];
+  pid_t pid;
+  int status;
+
+  g_assert(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sp) == 0);
+  pid = fork();
+  g_assert(pid >= 0);
+  if (pid == 0) {
+    int mine[8];
+    char cbuf[CMSG_SPACE(sizeof(mine))] = {0};
+    char byte = 0;
+    struct iovec iov = {&byte, 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+
+    if (setgid(uid) < 0 || setuid(uid) < 0)
+      _exit(3);
+    for (int i = 0; i < n; i++)
+      if ((mine[i] = client_connect(path)) < 0)
+        _exit(5);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
+    memcpy(CMSG_DATA(c), mine, sizeof(int) * (size_t)n);
+    _exit(sendmsg(sp[1], &mh, 0) == 1 ? 0 : 4);
+  }
+  /* The datagram waits in the pair: no need to read it before the child
+   * is gone, and a child that failed sends none. */
+  g_assert(waitpid(pid, &status, 0) == pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    printf("\n    the child connecting as uid %u failed (status %d)", (unsigned)uid, status);
+  g_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  {
+    char cbuf[CMSG_SPACE(sizeof(int) * 8)];
+    char byte;
+    struct iovec iov = {&byte, 1};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = sizeof(cbuf)};
+
+    g_assert(recvmsg(sp[0], &mh, MSG_DONTWAIT) == 1);
+    memcpy(fds, CMSG_DATA(CMSG_FIRSTHDR(&mh)), sizeof(int) * (size_t)n);
+  }
+  close(sp[0]);
+  close(sp[1]);
+  for (int i = 0; i < n; i++)
+    g_assert(fds[i] >= 0);
+}
+
+/* Expects ERROR(LIMIT) mentioning @text, then the end, on @fd. */
+static void expect_refused(int fd, const char *text, guint8 *buf) {
+  proto_msg m;
+
+  CU_ASSERT_EQUAL_FATAL(client_recv(fd, &m, buf), 0);
+  CU_ASSERT_EQUAL(m.type, PROTO_MSG_ERROR);
+  if (m.type != PROTO_MSG_ERROR)
+    return;
+  CU_ASSERT_EQUAL(m.u.error.code, PROTO_ERR_LIMIT);
+  if (!strstr(m.u.error.text, text))
+    printf("\n    refused with \"%s\", not \"%s\"", m.u.error.text, text);
+  CU_ASSERT_PTR_NOT_NULL(strstr(m.u.error.text, text));
+  expect_eof(fd, buf);
+}
+
+/* Connections: a share per uid, the last slots for root, and no HELLO
+ * within the timeout is a goodbye. */
+static void test_hostile_server_bounds(void) {
+  static guint8 buf[PROTO_MSG_MAX];
+  g_autofree char *path = sock_path();
+  AgentServer *server;
+  int a[3], b[2], root[2], quiet, late;
+  int *silent[] = {&a[0], &a[1], &b[0]};
+  proto_msg m;
+
+  agent_up(8, 1024);
+  /* Other users must reach the socket. */
+  g_chmod(tmpdir, 0755);
+  server = agent_server_new(path, 5, reg, rounds, cmds, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(server);
+  /* Five slots, the last two root's: three for everyone else. */
+  agent_server_set_limits(server, &(AgentServerLimits){.max_clients_per_uid = 2,
+                                                       .reserved_root_clients = 2,
+                                                       .hello_timeout_ms = 1000});
+  /* uid 65534: two connections, the third is one too many. */
+  connect_as(65534, path, 3, a);
+  expect_refused(a[2], "too many connections from uid 65534", buf);
+  /* uid 65533: the third slot, then root's reserve. */
+  connect_as(65533, path, 2, b);
+  expect_refused(b[1], "too many clients", buf);
+  /* Root gets the reserved slots, and no more. */
+  for (int i = 0; i < 2; i++)
+    root[i] = client_hello(path, "root", buf);
+  quiet = client_connect(path);
+  expect_refused(quiet, "too many clients", buf);
+  CU_ASSERT_EQUAL(agent_server_n_peers(server), 5);
+  /* The other three never said HELLO: closed after the timeout... */
+  for (size_t i = 0; i < G_N_ELEMENTS(silent); i++) {
+    CU_ASSERT_EQUAL_FATAL(client_recv(*silent[i], &m, buf), 0);
+    CU_ASSERT_EQUAL(m.type, PROTO_MSG_ERROR);
+    CU_ASSERT_EQUAL(m.u.error.code, PROTO_ERR_STATE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(m.u.error.text, "no HELLO within 1000 ms"));
+    expect_eof(*silent[i], buf);
+  }
+  /* ...their slots are free again, root's HELLO-ed ones stay. */
+  CU_ASSERT_EQUAL(agent_server_n_peers(server), 2);
+  connect_as(65534, path, 1, &late);
+  m = (proto_msg){.type = PROTO_MSG_HELLO};
+  m.u.hello.min_version = 1;
+  m.u.hello.max_version = 1;
+  m.u.hello.name = "late";
+  client_send(late, &m);
+  CU_ASSERT_EQUAL(client_recv(late, &m, buf), 0);
+  CU_ASSERT_EQUAL(m.type, PROTO_MSG_WELCOME);
+  close(late);
+  for (int i = 0; i < 3; i++)
+    close(a[i]);
+  for (int i = 0; i < 2; i++) {
+    close(b[i]);
+    close(root[i]);
+  }
+  close(quiet);
+  agent_server_free(server);
+  agent_down();
+}
+
 /* Two agents started together: the second finds the first one's socket
  * bound but not yet listening, which looks stale. The lock beside it is
  * what tells them apart: the socket stays, the second refuses. */
@@ -1953,6 +2082,7 @@ int main(void) {
   CU_add_test(s, "shrinkers per uid and in all", test_hostile_registry_limits);
   CU_add_test(s, "status is paged", test_hostile_status_paged);
   CU_add_test(s, "start-up race: the lock beside the socket", test_hostile_startup_race);
+  CU_add_test(s, "connections: per uid, root's reserve, HELLO timeout", test_hostile_server_bounds);
   s = CU_add_suite("settings and units", NULL, NULL);
   CU_add_test(s, "config file", test_settings);
   CU_add_test(s, "the sample config shows the defaults", test_sample_config_is_the_defaults);
