@@ -246,6 +246,36 @@ static void test_paths(void) {
   }
 }
 
+/* statm: a captured file (pid 4242 of host-6.18, a real cat's), and what
+ * a peer cannot make us believe: junk, one field, a number too large. */
+static void test_statm(void) {
+  g_autofree char *root = g_build_filename(fixtures, "host-6.18", NULL);
+  AgentProcfs *p = agent_procfs_new(root);
+  g_autoptr(GError) error = NULL;
+  uint64_t rss = 0, pages = 0;
+
+  CU_ASSERT_TRUE(agent_procfs_read_rss(p, 4242, &rss, &error));
+  CU_ASSERT(rss > 0 && rss % (uint64_t)sysconf(_SC_PAGESIZE) == 0);
+  CU_ASSERT_FALSE(agent_procfs_read_rss(p, 4243, &rss, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_NOT_FOUND));
+  g_clear_error(&error);
+  agent_procfs_free(p);
+
+  CU_ASSERT_TRUE(agent_statm_parse(TEXT("2000 512 100 10 0 300 0\n"), &pages, NULL));
+  CU_ASSERT_EQUAL(pages, 512);
+  CU_ASSERT_FALSE(agent_statm_parse(TEXT(""), &pages, NULL));
+  CU_ASSERT_FALSE(agent_statm_parse(TEXT("2000\n"), &pages, NULL));
+  CU_ASSERT_FALSE(agent_statm_parse(TEXT("2000 x 1\n"), &pages, &error));
+  CU_ASSERT_TRUE(g_error_matches(error, AGENT_ERROR, AGENT_ERROR_INVALID));
+  CU_ASSERT_FALSE(agent_statm_parse(TEXT("1 99999999999999999999999 1\n"), &pages, NULL));
+
+  /* The live kernel: our own RSS. */
+  p = agent_procfs_new("/");
+  CU_ASSERT_TRUE(agent_procfs_read_rss(p, getpid(), &rss, NULL));
+  CU_ASSERT(rss > 0);
+  agent_procfs_free(p);
+}
+
 /* The running kernel, through root "/": whatever it says must parse. */
 static void test_live_kernel(void) {
   AgentProcfs *p = agent_procfs_new("/");
@@ -276,6 +306,7 @@ int main(int argc, char **argv) {
   CU_add_test(s, "pressure/memory", test_psi_files);
   CU_add_test(s, "parsers on raw buffers", test_parse_buffers);
   CU_add_test(s, "paths under a root", test_paths);
+  CU_add_test(s, "statm: RSS of a process", test_statm);
   CU_add_test(s, "the live kernel parses", test_live_kernel);
   return cunit_run_all();
 }
