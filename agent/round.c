@@ -224,7 +224,8 @@ static uint64_t scale(uint64_t a, uint64_t num, uint64_t den) {
 /*
  * Files the round's clients (r->clients, each slot's index into it) and,
  * for the checked ones, reads their RSS and caps their shrinkers'
- * estimates: together at most what the process holds, scaled by how well
+ * estimates: together at most what the process holds (those without one
+ * get a share of it; nothing where it cannot be read), scaled by how well
  * its past claims held up. An estimate is a hint: a client cannot hold
  * more than it has mapped, and one that claimed without freeing gets less
  * of the next split.
@@ -253,14 +254,28 @@ static void take_clients(AgentRounds *self, Round *r) {
 
   for (guint k = 0; k < r->clients->len; k++) {
     ClientRound *cr = &g_array_index(r->clients, ClientRound, k);
-    uint64_t trust = agent_client_trust(cr->client), cap, sum = 0;
+    uint64_t trust = agent_client_trust(cr->client), cap, sum = 0, n_unestimated = 0;
+    uint64_t rss = cr->rss_known ? cr->rss_before_bytes : 0;
 
     if (!cr->checked)
       continue;
     for (size_t i = 0; i < r->n_slots; i++)
-      if (r->slots[i].client == k && r->cands[i].has_estimate)
-        sum = agent_sat_add(sum, r->cands[i].estimate_bytes);
-    cap = cr->rss_known ? MIN(sum, cr->rss_before_bytes) : sum;
+      if (r->slots[i].client == k && !r->cands[i].has_estimate)
+        n_unestimated++;
+    /* A shrinker with no estimate would share what estimates leave over
+     * with every other such shrinker: 4096 of them would leave a real
+     * client 1/4097 of a hard round. Here it is estimated at its share of
+     * what its process holds, and so capped like the rest. */
+    for (size_t i = 0; i < r->n_slots; i++) {
+      if (r->slots[i].client != k)
+        continue;
+      if (!r->cands[i].has_estimate) {
+        r->cands[i].has_estimate = TRUE;
+        r->cands[i].estimate_bytes = rss / n_unestimated;
+      }
+      sum = agent_sat_add(sum, r->cands[i].estimate_bytes);
+    }
+    cap = cr->rss_known ? MIN(sum, rss) : sum;
     cap = scale(cap, trust, AGENT_CLIENT_TRUST_ONE);
     for (size_t i = 0; i < r->n_slots; i++)
       if (r->slots[i].client == k && r->cands[i].has_estimate)

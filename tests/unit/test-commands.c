@@ -1759,6 +1759,36 @@ static void test_hostile_lying_shrinker(void) {
   agent_down();
 }
 
+/* A non-root flood of shrinkers without estimates beside a root client
+ * without one: the flood is estimated at what its process holds, so the
+ * hard round's need goes to the real client, not 1/65th of it. */
+static void test_hostile_unestimated_flood(void) {
+  Fake *flood, *real;
+  Fake *fakes[2];
+  JsonNode *reply;
+  JsonObject *rep;
+
+  agent_up_rooted(0, 0);
+  flood = fake_new_rooted("flood", 4242, 1000, ANSWER_LIE, 8 << 20);
+  real = fake_new("osv", 4343, 0, ANSWER_ALL);
+  for (uint32_t id = 1; id <= 64; id++)
+    fake_add(flood, id, "f", 100, FALSE, 0);
+  fake_add(real, 1, "cache", 0, FALSE, 0);
+  fakes[0] = flood;
+  fakes[1] = real;
+  reply = run(hard_128m, 0, fakes, 2, 5000);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(reply);
+  rep = ret_of(reply);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+  CU_ASSERT(asked_of(rep, "flood", NULL) <= 8 << 20);
+  CU_ASSERT(asked_of(rep, "osv", NULL) >= (128u << 20) - (8u << 20));
+  CU_ASSERT(json_object_get_int_member(rep, "verified_bytes") >= (120 << 20));
+  json_node_unref(reply);
+  fake_free(flood);
+  fake_free(real);
+  agent_down();
+}
+
 /* A liar alone: its claims end no round, and the round reports that
  * nothing was verified (shrinkctl exits 5 on that). */
 static void test_hostile_liar_alone(void) {
@@ -2078,6 +2108,8 @@ int main(void) {
   s = CU_add_suite("hostile peers", NULL, NULL);
   CU_add_test(s, "a lying shrinker: capped, verified, loses trust", test_hostile_lying_shrinker);
   CU_add_test(s, "a liar alone ends no round", test_hostile_liar_alone);
+  CU_add_test(s, "a flood without estimates leaves the need to real clients",
+              test_hostile_unestimated_flood);
   CU_add_test(s, "sums saturate", test_hostile_sums_saturate);
   CU_add_test(s, "shrinkers per uid and in all", test_hostile_registry_limits);
   CU_add_test(s, "status is paged", test_hostile_status_paged);
