@@ -20,8 +20,12 @@ attributes:
   close_on          command name: close the connection instead of answering
   freed_per_app     what each fake application "frees" in a round
 
-Every command received is recorded in .log as (monotonic time, name,
-arguments); every answer written in .answers as (monotonic time, name).
+Every command received is recorded in .log as (seq, name, arguments),
+after it was read; every answer in .answers as (seq, name), *before* it is
+written, so that nothing the host does in reaction to it can be recorded
+with a smaller seq. seq comes from an EventLog, which the tests share with
+the other fakes (the fake QMP) to order events across them: a clock read
+after the I/O cannot do that (the other side may act, and record, first).
 
 As a program:  python3 fake_channel_agent.py SOCKET [--silent]
 """
@@ -64,13 +68,31 @@ def round_report(round_id, level, target, freed_per_app, reason="host"):
     }
 
 
+class EventLog:
+    """One sequence of events shared by the fakes of a test: record() hands
+    out increasing numbers under one lock. To show that A happened before
+    the host did B, record A before the write that lets the host act on it
+    and B after the read that received it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def record(self):
+        with self._lock:
+            seq = self._next
+            self._next += 1
+            return seq
+
+
 class FakeUnixServer:
     """A stream socket at @path served by a thread, one client at a time;
     subclasses answer in _client(conn). Subclasses set their own state
     before calling this __init__, which starts serving."""
 
-    def __init__(self, path):
+    def __init__(self, path, events=None):
         self.path = path
+        self.events_log = events if events is not None else EventLog()
         self.connections = 0
         self._stop = False
         self._lock = threading.Lock()
@@ -110,7 +132,7 @@ class FakeUnixServer:
 
 
 class FakeChannelAgent(FakeUnixServer):
-    def __init__(self, path):
+    def __init__(self, path, events=None):
         self.silent = False
         self.junk_on_connect = b""
         self.prepare_delay = 0.0
@@ -126,7 +148,7 @@ class FakeChannelAgent(FakeUnixServer):
         self.connections = 0
         self.rounds = []
         self._next_round = 1
-        super().__init__(path)
+        super().__init__(path, events)
 
     def commands(self):
         with self._lock:
@@ -172,16 +194,17 @@ class FakeChannelAgent(FakeUnixServer):
                     return
 
     def _send(self, conn, obj, name, prefix=b""):
-        conn.sendall(prefix + json.dumps(obj).encode() + b"\n")
+        # Recorded before the write: once written, the host may act on it.
         with self._lock:
-            self.answers.append((time.monotonic(), name))
+            self.answers.append((self.events_log.record(), name))
+        conn.sendall(prefix + json.dumps(obj).encode() + b"\n")
 
     def _handle(self, conn, req):
         """Answers one request. Returns False to drop the connection."""
         name = req.get("execute") if isinstance(req, dict) else None
         args = req.get("arguments", {}) if isinstance(req, dict) else {}
         with self._lock:
-            self.log.append((time.monotonic(), name, args))
+            self.log.append((self.events_log.record(), name, args))
         if self.silent:
             return True
         if name == self.close_on:

@@ -19,7 +19,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fake_channel_agent import FakeChannelAgent, FakeUnixServer  # noqa: E402
+from fake_channel_agent import EventLog, FakeChannelAgent, FakeUnixServer  # noqa: E402
 
 BUILD = os.environ.get("SHRINKD_BUILD_DIR",
                        os.path.join(os.path.dirname(__file__), "..", "..", "build"))
@@ -44,7 +44,7 @@ class FakeQmp(FakeUnixServer):
       mig_start_error (class, desc): the answer to migrate
     """
 
-    def __init__(self, path, base=1024 * MiB):
+    def __init__(self, path, base=1024 * MiB, events=None):
         self.base = base
         self.actual = float(base)
         self.target = base
@@ -60,17 +60,27 @@ class FakeQmp(FakeUnixServer):
         self.mig_fail_after = None
         self.mig_start_error = None
         self.parameters = {}
-        self.log = []  # (monotonic time, command, arguments)
+        # (seq, command, arguments), recorded once read; seq from the EventLog
+        # shared with the fake agent, so the two can be ordered.
+        self.log = []
+        self.log_times = []  # the monotonic time each of .log was read
         self._t = time.monotonic()
-        super().__init__(path)
+        super().__init__(path, events)
 
     def commands(self):
         with self._lock:
             return [c for _, c, _ in self.log]
 
     def when(self, command):
+        """The seqs at which `command` was received."""
         with self._lock:
-            return [t for t, c, _ in self.log if c == command]
+            return [s for s, c, _ in self.log if c == command]
+
+    def times(self, command):
+        """The monotonic times at which `command` was received (one thread
+        reads and stamps them all, so they are in order)."""
+        with self._lock:
+            return [t for t, (_, c, _) in zip(self.log_times, self.log) if c == command]
 
     def set_target(self, value):
         with self._lock:
@@ -158,7 +168,8 @@ class FakeQmp(FakeUnixServer):
                 req = json.loads(line)
                 cmd, args, rid = req.get("execute"), req.get("arguments", {}), req.get("id")
                 with self._lock:
-                    self.log.append((time.monotonic(), cmd, args))
+                    self.log.append((self.events_log.record(), cmd, args))
+                    self.log_times.append(time.monotonic())
                     self._advance()
                     ret = self._command(cmd, args, negotiated)
                 if cmd == "qmp_capabilities":
@@ -221,8 +232,11 @@ class Base(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="vs-test-")
         self.qmp_path = os.path.join(self.dir, "qmp.sock")
         self.chan_path = os.path.join(self.dir, "chan.sock")
-        self.qmp = FakeQmp(self.qmp_path)
-        self.agent = FakeChannelAgent(self.chan_path)
+        # One event log for both fakes: it orders the agent's answers
+        # against the QMP commands virt-shrink sent after reading them.
+        self.event_log = EventLog()
+        self.qmp = FakeQmp(self.qmp_path, events=self.event_log)
+        self.agent = FakeChannelAgent(self.chan_path, events=self.event_log)
 
     def tearDown(self):
         self.qmp.close()
@@ -300,7 +314,7 @@ class QmpSetmem(Base):
         self.assertEqual(prepare, [{"new_size_bytes": 384 * MiB, "deadline_ms": 4000}])
         # ...after a resync, and answered before the balloon was set.
         self.assertEqual(self.agent.commands()[:2], ["guest-sync-delimited", "shrinkd-prepare"])
-        answered = [t for t, c in self.agent.answers if c == "shrinkd-prepare"]
+        answered = [s for s, c in self.agent.answers if c == "shrinkd-prepare"]
         balloon = self.qmp.when("balloon")
         self.assertEqual(len(balloon), 1)
         self.assertLess(answered[0], balloon[0])
@@ -600,7 +614,7 @@ class QmpMigrate(Base):
         self.assertTrue(r["agent"]["used"])
         rounds = r["agent"]["prepare"]["rounds"]
         self.assertEqual([(x["level"], x["reason"]) for x in rounds], [("soft", "migration")])
-        answered = [t for t, c in self.agent.answers if c == "shrinkd-prepare-migration"]
+        answered = [s for s, c in self.agent.answers if c == "shrinkd-prepare-migration"]
         self.assertLess(answered[0], self.qmp.when("migrate")[0])
         self.assertEqual([a for _, c, a in self.qmp.log if c == "migrate"],
                          [{"uri": "tcp:dest:4444"}])
@@ -756,9 +770,9 @@ class QmpMigrate(Base):
         self.assertEqual(r["migration"]["status"], "cancelled")
         self.assertTrue(r["migration"]["cancelled_by_us"])
         self.assertIn("not done after 0.5 s (--timeout) and was cancelled", p.stderr)
-        cancel = self.qmp.when("migrate_cancel")
+        cancel = self.qmp.times("migrate_cancel")
         self.assertEqual(len(cancel), 1)
-        self.assertAlmostEqual(cancel[0] - self.qmp.when("migrate")[0], 0.5, delta=0.25)
+        self.assertAlmostEqual(cancel[0] - self.qmp.times("migrate")[0], 0.5, delta=0.25)
         self.assertLess(p.elapsed, 4)
 
     def test_interrupt_cancels(self):
