@@ -220,9 +220,11 @@ void agent_source_virtio_info(const AgentSource *self, AgentVirtioInfo *out);
 
 /*
  * The kernel log source ("kmsg"): reads @path (NULL: /dev/kmsg; a FIFO
- * works too, for tests) without blocking, from its end, and emits STALL
- * for the balloon driver's "Out of puff" lines and OOM_KILL for "Killed
- * process" lines. Every kernel message wakes it; only those are matched.
+ * works too, for tests, fed with records in /dev/kmsg's format) without
+ * blocking, from its end, and emits STALL for the balloon driver's "Out of
+ * puff" records and OOM_KILL for the OOM killer's "Killed process"
+ * records: only those the kernel wrote (see agent_kmsg_classify()). Every
+ * kernel message wakes it; only those are matched.
  */
 AgentSource *agent_source_kmsg_new(const AgentSourceEnv *env, const char *path);
 
@@ -231,19 +233,38 @@ typedef enum {
   AGENT_KMSG_OTHER,
   AGENT_KMSG_STALL,    /* virtio_balloon: "Out of puff! Can't get N pages" */
   AGENT_KMSG_OOM_KILL, /* "Out of memory: Killed process ..." and the memcg variant */
+  AGENT_KMSG_REFUSED,  /* names a stall or a kill ("Out of puff!", "Killed process ")
+                        * but the kernel's driver or OOM killer did not write it */
 } AgentKmsgKind;
 
 /*
- * Classifies one record of @len bytes: a /dev/kmsg record
- * ("prio,seq,usec,flags;text", possibly with "\n KEY=value" continuation
- * lines, which are ignored) or a bare message text. *@text and *@text_len
- * (may be NULL) get the message text without prefix and newline.
+ * Classifies one /dev/kmsg record of @len bytes: "prio,seq,usec,flags;text"
+ * then its dictionary lines ("\n SUBSYSTEM=virtio\n DEVICE=+virtio:virtio0",
+ * a trailing '\n' or not); what follows a line that does not start with a
+ * space is not looked at.
+ *  STALL: facility 0 (prio < 8), the text begins "virtio_balloon virtioN:
+ *    Out of puff!" (the driver's dev_info()), and the dictionary holds
+ *    " SUBSYSTEM=virtio" and " DEVICE=+virtio:virtioN" for the same N.
+ *  OOM_KILL: facility 0, the text begins "Out of memory: Killed process ",
+ *    "Memory cgroup out of memory: Killed process " or "Out of memory
+ *    (oom_kill_allocating_task): Killed process ".
+ *  REFUSED: any other record, or text without a record prefix, that holds
+ *    "Out of puff!" or "Killed process " (written to /dev/kmsg from user
+ *    space, a crashing process named so, the driver's text without its
+ *    dictionary...).
+ * *@text and *@text_len (may be NULL) get the message text of the first
+ * line, without prefix and newline (the whole first line when it has no
+ * record prefix).
  */
 AgentKmsgKind agent_kmsg_classify(const char *record, size_t len, const char **text,
                                   size_t *text_len);
 
 /* Counters of the kmsg source, for status. */
 void agent_source_kmsg_counts(const AgentSource *self, uint64_t *stalls, uint64_t *oom_kills);
+
+/* Records refused by the kmsg source (AGENT_KMSG_REFUSED), counted when
+ * the next record begins. */
+uint64_t agent_source_kmsg_refused(const AgentSource *self);
 
 /*
  * The PSI source ("psi"): a trigger @trigger (e.g. "some 150000 1000000":

@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The balloon controller (agent/balloon.c) and the kernel log and PSI
- * sources:
+ * The balloon controller (agent/balloon.c) and the PSI source:
  *  - the decision table of agent_balloon_decide() and
  *    agent_balloon_decide_pressure(), rule by rule;
  *  - the controller end to end with a fake source and the real round
@@ -15,11 +14,8 @@
  *    apart from the episode's figures, and again when the queue was full;
  *    the virtio source over a fake device says HINT_START for every new
  *    command id (active id, STOP, the next id, DONE);
- *  - kmsg line matching on the real "Out of puff" and OOM-kill records of
- *    a stalled guest (tests/vm/captured/stalled-256mib-hog) and on every
- *    other record of two captured boots;
- *  - the kmsg source reading a FIFO; missing and unusable paths;
  *  - the PSI source without PSI and disabled.
+ * (The kmsg source has its own tests: test-kmsg.c.)
  *
  * Fixtures: argv[1] or SHRINKD_TEST_CAPTURED (tests/vm/captured) and
  * argv[2] or SHRINKD_TEST_PROC (tests/data/proc).
@@ -1319,170 +1315,6 @@ static void test_controller_blind(void) {
     ;
 }
 
-/* ---- kmsg ---- */
-
-static char **read_lines(const char *rel) {
-  g_autofree char *path = g_build_filename(captured, rel, NULL);
-  g_autofree char *text = NULL;
-
-  if (!g_file_get_contents(path, &text, NULL, NULL))
-    return NULL;
-  return g_strsplit(text, "\n", -1);
-}
-
-static void test_kmsg_lines(void) {
-  g_auto(GStrv) puff = read_lines("stalled-256mib-hog/out-of-puff.txt");
-  g_auto(GStrv) all = read_lines("stalled-256mib-hog/kmsg.txt");
-  g_auto(GStrv) boot = read_lines("idle-1024mib/kmsg.txt");
-  unsigned n_puff = 0, n_stall = 0, n_oom = 0, n_other = 0;
-  const char *text;
-  size_t len;
-
-  CU_ASSERT_PTR_NOT_NULL_FATAL(puff);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(all);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(boot);
-  for (char **l = puff; *l; l++) {
-    if (!**l)
-      continue;
-    n_puff++;
-    CU_ASSERT_EQUAL(agent_kmsg_classify(*l, strlen(*l), &text, &len), AGENT_KMSG_STALL);
-    CU_ASSERT_TRUE(g_str_has_prefix(text, "virtio_balloon virtio0: Out of puff!"));
-    CU_ASSERT_EQUAL(text[len], '\0'); /* the text runs to the end of the record */
-  }
-  CU_ASSERT_EQUAL(n_puff, 20);
-  for (char **l = all; *l; l++) {
-    switch (agent_kmsg_classify(*l, strlen(*l), NULL, NULL)) {
-    case AGENT_KMSG_STALL: n_stall++; break;
-    case AGENT_KMSG_OOM_KILL:
-      n_oom++;
-      CU_ASSERT_PTR_NOT_NULL(strstr(*l, "Killed process 210 (hog)"));
-      break;
-    case AGENT_KMSG_OTHER:
-      n_other++;
-      CU_ASSERT_PTR_NULL(strstr(*l, "Out of puff"));
-      break;
-    }
-  }
-  CU_ASSERT_EQUAL(n_stall, 20);
-  CU_ASSERT_EQUAL(n_oom, 1);
-  CU_ASSERT_TRUE(n_other > 100);
-  /* A whole boot log: nothing matches. */
-  for (char **l = boot; *l; l++)
-    CU_ASSERT_EQUAL(agent_kmsg_classify(*l, strlen(*l), NULL, NULL), AGENT_KMSG_OTHER);
-
-  /* Record prefix, newline, continuation, bare text, memcg kill. */
-  {
-    static const char rec[] = "6,1,2,-;virtio_balloon virtio3: Out of puff! Can't get 1 pages\n"
-                              " SUBSYSTEM=virtio\n";
-
-    CU_ASSERT_EQUAL(agent_kmsg_classify(rec, sizeof(rec) - 1, &text, &len), AGENT_KMSG_STALL);
-  }
-  CU_ASSERT_EQUAL(len, strlen("virtio_balloon virtio3: Out of puff! Can't get 1 pages"));
-  CU_ASSERT_EQUAL(agent_kmsg_classify("Out of puff! Can't get 1 pages", 30, &text, &len),
-                  AGENT_KMSG_STALL);
-  CU_ASSERT_EQUAL(text[0], 'O');
-  {
-    static const char rec[] = "3,9,9,c;Memory cgroup out of memory: Killed process 7 (x)";
-
-    CU_ASSERT_EQUAL(agent_kmsg_classify(rec, sizeof(rec) - 1, NULL, NULL), AGENT_KMSG_OOM_KILL);
-  }
-  /* The driver's text has its exclamation mark. */
-  CU_ASSERT_EQUAL(agent_kmsg_classify("6,1,2,-;Out of puff", 19, NULL, NULL), AGENT_KMSG_OTHER);
-  CU_ASSERT_EQUAL(agent_kmsg_classify("12,3;x Out of puff!", 19, &text, NULL), AGENT_KMSG_STALL);
-  CU_ASSERT_EQUAL(text[0], '1'); /* too few fields for a record prefix: all text */
-  CU_ASSERT_EQUAL(agent_kmsg_classify("", 0, NULL, NULL), AGENT_KMSG_OTHER);
-}
-
-typedef struct {
-  unsigned stalls, ooms;
-  char *last_text;
-} KmsgSeen;
-
-static void kmsg_sink(AgentSource *source, const AgentSourceEvent *ev, gpointer data) {
-  KmsgSeen *seen = data;
-
-  if (ev->kind == AGENT_SOURCE_EVENT_STALL)
-    seen->stalls++;
-  if (ev->kind == AGENT_SOURCE_EVENT_OOM_KILL)
-    seen->ooms++;
-  g_free(seen->last_text);
-  seen->last_text = g_strdup(ev->text);
-}
-
-static void test_kmsg_source(void) {
-  g_autofree char *dir = g_dir_make_tmp("shrinkd-kmsg-XXXXXX", NULL);
-  g_autofree char *fifo = g_build_filename(dir, "kmsg", NULL);
-  g_autofree char *regular = g_build_filename(dir, "plain", NULL);
-  g_autofree char *missing = g_build_filename(dir, "missing", NULL);
-  g_auto(GStrv) all = read_lines("stalled-256mib-hog/kmsg.txt");
-  AgentSourceEnv env = {0};
-  AgentSourceStatus st;
-  AgentSource *s;
-  KmsgSeen seen = {0};
-  uint64_t stalls, ooms;
-  int wfd;
-
-  CU_ASSERT_PTR_NOT_NULL_FATAL(all);
-  CU_ASSERT_EQUAL_FATAL(mkfifo(fifo, 0600), 0);
-  s = agent_source_kmsg_new(&env, fifo);
-  agent_source_set_sink(s, kmsg_sink, &seen);
-  agent_source_start(s);
-  agent_source_get_status(s, &st);
-  CU_ASSERT_TRUE(st.active);
-  CU_ASSERT_STRING_EQUAL(st.name, "kmsg");
-  wfd = open(fifo, O_WRONLY | O_NONBLOCK);
-  CU_ASSERT_TRUE_FATAL(wfd >= 0);
-  /* The whole captured log, in one go and then a record cut in two. */
-  for (char **l = all; *l; l++) {
-    if (**l) {
-      g_autofree char *line = g_strconcat(*l, "\n", NULL);
-
-      CU_ASSERT_EQUAL(write(wfd, line, strlen(line)), (ssize_t)strlen(line));
-      run_for(0);
-      while (g_main_context_iteration(NULL, FALSE))
-        ;
-    }
-  }
-  CU_ASSERT_EQUAL(write(wfd, "6,999,1,-;virtio_balloon virtio0: Out of ", 41), 41);
-  while (g_main_context_iteration(NULL, FALSE))
-    ;
-  CU_ASSERT_EQUAL(seen.stalls, 20);
-  CU_ASSERT_EQUAL(write(wfd, "puff! Can't get 1 pages\n", 24), 24);
-  run_for(20);
-  CU_ASSERT_EQUAL(seen.stalls, 21);
-  CU_ASSERT_EQUAL(seen.ooms, 1);
-  CU_ASSERT_STRING_EQUAL(seen.last_text ? seen.last_text : "",
-                         "virtio_balloon virtio0: Out of puff! Can't get 1 pages");
-  agent_source_kmsg_counts(s, &stalls, &ooms);
-  CU_ASSERT_EQUAL(stalls, 21);
-  CU_ASSERT_EQUAL(ooms, 1);
-  /* A writer leaving is no end of file for the source. */
-  close(wfd);
-  run_for(20);
-  agent_source_get_status(s, &st);
-  CU_ASSERT_TRUE(st.active);
-  agent_source_free(s);
-  g_unlink(fifo);
-
-  /* Missing, and a regular file: inactive, saying why. */
-  s = agent_source_kmsg_new(&env, missing);
-  agent_source_start(s);
-  agent_source_get_status(s, &st);
-  CU_ASSERT_FALSE(st.active);
-  CU_ASSERT_PTR_NOT_NULL(strstr(st.reason, "No such file"));
-  agent_source_free(s);
-  g_file_set_contents(regular, "6,1,1,-;Out of puff!\n", -1, NULL);
-  s = agent_source_kmsg_new(&env, regular);
-  agent_source_start(s);
-  agent_source_get_status(s, &st);
-  CU_ASSERT_FALSE(st.active);
-  CU_ASSERT_PTR_NOT_NULL(strstr(st.reason, "regular file"));
-  agent_source_free(s);
-  g_unlink(regular);
-  g_rmdir(dir);
-  g_free(seen.last_text);
-}
-
 static void test_psi_source(void) {
   g_autofree char *empty = g_dir_make_tmp("shrinkd-psi-XXXXXX", NULL);
   AgentSourceEnv env = {.root = empty};
@@ -1648,8 +1480,6 @@ int main(int argc, char **argv) {
   CU_add_test(s, "controller: one hint round per id, after the balloon's", test_controller_hint);
   CU_add_test(s, "controller: a full queue delays a hint round; off", test_controller_hint_busy);
   CU_add_test(s, "virtio source: every new hint id is a request", test_source_hint_ids);
-  CU_add_test(s, "kmsg: captured records", test_kmsg_lines);
-  CU_add_test(s, "kmsg source on a FIFO", test_kmsg_source);
   CU_add_test(s, "psi source: absent, off", test_psi_source);
   CU_add_test(s, "settings: the balloon's keys", test_settings);
   CU_add_test(s, "settings: hint_rounds", test_settings_hint_rounds);
