@@ -326,7 +326,7 @@ static void write_hints(AgentJsonWriter *w, AgentBalloon *balloon) {
   agent_json_end_object(w);
 }
 
-/* "sources": [{"name", "active", "mode", "reason"}], in the order added. */
+/* "sources": [{"name", "active", "mode", "reason", "refused"}], in the order added. */
 static void write_sources(AgentJsonWriter *w, AgentBalloon *balloon) {
   const GPtrArray *sources = balloon ? agent_balloon_sources(balloon) : NULL;
 
@@ -340,6 +340,7 @@ static void write_sources(AgentJsonWriter *w, AgentBalloon *balloon) {
     agent_json_bool(w, "active", st.active);
     agent_json_string(w, "mode", st.mode);
     agent_json_string(w, "reason", st.reason);
+    agent_json_uint(w, "refused", st.refused);
     agent_json_end_object(w);
   }
   agent_json_end_array(w);
@@ -379,7 +380,7 @@ static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentS
  *  "totals": {"rounds", "claimed_bytes", "verified_bytes", "measured_bytes"},
  *  "balloon": see write_balloon() | null,
  *  "free_page_hints": see write_hints() | null,
- *  "sources": [{"name", "active", "mode", "reason"}]}
+ *  "sources": [{"name", "active", "mode", "reason", "refused"}]}
  *  "summary": {"clients", "shrinkers", "shown", "offset", "truncated"}}
  * Clients without shrinkers (shrinkctl itself, say) are left out; with
  * @only_uid >= 0, so are clients and round requests of other uids. The

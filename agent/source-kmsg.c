@@ -65,7 +65,6 @@ typedef struct {
   bool record_taken;  /* the record was passed on (or dropped): ignore the rest */
   uint64_t stalls;
   uint64_t oom_kills;
-  uint64_t refused; /* records that name a stall or a kill the kernel did not write */
   uint64_t lost;    /* times records were overwritten before we read them */
 } KmsgSource;
 
@@ -205,7 +204,7 @@ static void close_record(KmsgSource *self) {
       agent_kmsg_classify(self->record, self->record_len, &text, &text_len) == AGENT_KMSG_REFUSED) {
     /* Someone may be forging stalls to make us empty the applications:
      * say so once; the text is a user's, so only at debug level. */
-    if (self->refused++ == 0)
+    if (self->base.refused++ == 0)
       g_message("kmsg: ignored a record that names a balloon stall or an OOM kill but was not "
                 "written by the kernel's balloon driver or OOM killer (more at debug level)");
     g_debug("kmsg: not the kernel's: %.*s", (int)MIN(text_len, 200), text);
@@ -420,5 +419,5 @@ void agent_source_kmsg_counts(const AgentSource *base, uint64_t *stalls, uint64_
 }
 
 uint64_t agent_source_kmsg_refused(const AgentSource *base) {
-  return ((const KmsgSource *)base)->refused;
+  return base->refused;
 }

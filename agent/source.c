@@ -64,6 +64,7 @@ void agent_source_get_status(const AgentSource *self, AgentSourceStatus *out) {
   out->active = self->active;
   out->mode = self->mode;
   out->reason = self->reason;
+  out->refused = self->refused;
 }
 
 const char *agent_source_name(const AgentSource *self) {

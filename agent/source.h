@@ -78,6 +78,7 @@ typedef struct {
   gboolean active;    /* it delivers events */
   const char *mode;   /* how: "kprobe-pmu", "poll", "trigger", "none", ... */
   const char *reason; /* why that mode, or why inactive */
+  uint64_t refused;   /* inputs refused as not the kernel's (forged records) */
 } AgentSourceStatus;
 
 /* ---- using a source ---- */
@@ -134,6 +135,7 @@ struct AgentSource {
   gboolean active;
   char *mode;
   char *reason;
+  uint64_t refused; /* see AgentSourceStatus */
 };
 
 /* Fills the common part of a newly allocated (zeroed) implementation. */

@@ -7,6 +7,7 @@
 #
 #   hog          static; holds anonymous memory (an uncooperative application)
 #   balloon-cfg  static; reads the balloon's device config from userspace
+#   forge-puff   static; forges balloon-stall and OOM records in the kernel log
 #   dyncheck     dynamic (GLib, GIO, json-glib): proves that dynamically linked
 #                programs like shrinkd run in the guest; skipped with a warning
 #                if the GLib development files are missing
@@ -30,6 +31,7 @@ build() { # build NAME EXTRA_FLAGS...
 
 build hog -static
 build balloon-cfg -static
+build forge-puff -static
 if pkg-config --exists glib-2.0 gio-2.0 gio-unix-2.0 json-glib-1.0 2>/dev/null; then
     # shellcheck disable=SC2046
     build dyncheck $(pkg-config --cflags --libs glib-2.0 gio-2.0 gio-unix-2.0 json-glib-1.0)

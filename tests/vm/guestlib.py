@@ -101,7 +101,7 @@ def prepare(build_dir, workdir, img_name="balloon.img", setup_host=True):
             raise RuntimeError("not built: %s" % path)
         argv += ["--bin", path]
     for t in tools + [testport]:
-        if os.path.basename(t) in ("hog", "balloon-cfg", "testport"):
+        if os.path.basename(t) in ("hog", "balloon-cfg", "forge-puff", "testport"):
             argv += ["--bin", t]
     _run(argv, stderr=subprocess.DEVNULL)
     return img

@@ -49,6 +49,10 @@ the letters; default all):
   D  no balloon device
      6a shrinkd starts, logs a line saying there is no balloon, status and a
         shrink work
+     6d forged kernel records: 20 processes of an unprivileged user named
+        "Out of puff!" crash (the kernel's segfault lines begin with that
+        name) and root writes the driver's and the OOM killer's words to
+        /dev/kmsg: no round, no callback, the kmsg source counts them refused
 
 Prints timings and ends with "N passed, M failed"; exits 1 on any failure.
 A guest that cannot boot is a failure, never a skip. Logs of each guest in
@@ -603,6 +607,37 @@ def _group_d(c, args, vm, timings):
     evs = vm.events("shrink")
     c.check("6a shrinkctl shrink works", r.rc in (0, 5) and evs,
             "rc %d, %s; %d callbacks" % (r.rc, r.lines[-1] if r.lines else "", len(evs)))
+    _forged_kernel_log(c, vm)
+
+
+FORGED_CRASHES = 20
+
+
+def _forged_kernel_log(c, vm):
+    """6d: with no balloon to read, a stall line alone would start an episode
+    of hard rounds. A user's process named "Out of puff!" that crashes puts
+    those words at the start of a kernel line; root's writes to /dev/kmsg
+    put any text in the log. Neither may start a round."""
+    g = vm.g
+    before = vm.status()
+    rounds0 = len(rounds_of(before))
+    shrinks0 = len(vm.events("shrink"))
+    r = g.sh("forge-puff %d 65534" % FORGED_CRASHES)
+    forged = vm.dmesg(r"Out of puff!\[\d+\]: segfault")
+    c.check("6d forged: crashes of a process named 'Out of puff!' reached the kernel log",
+            r.rc == 0 and forged, "%s; %d segfault lines, e.g. %s" % (
+                r.out.strip(), len(forged), forged[:1]))
+    time.sleep(3.0)  # a stall would have led to a round within a second
+    st = vm.status()
+    kmsg_src = [s for s in st.get("sources", []) or [] if s.get("name") == "kmsg"]
+    refused = kmsg_src[0].get("refused", 0) if kmsg_src else 0
+    new_rounds = rounds_of(st)[rounds0:]
+    c.check("6d forged: no round, no callback, the records refused",
+            not new_rounds and len(vm.events("shrink")) == shrinks0 and refused > 0,
+            "%d new rounds %s; %d new callbacks; kmsg refused %d" % (
+                len(new_rounds), [(x.get("level"), x.get("reason")) for x in new_rounds[:4]],
+                len(vm.events("shrink")) - shrinks0, refused))
+    c.check("6d forged: applications alive", all(vm.apps_alive().values()), vm.apps_alive())
 
 
 # ---------------------------------------------------------------- main
