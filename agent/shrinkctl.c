@@ -394,11 +394,17 @@ static void print_balloon(JsonObject *st) {
   for (guint i = 0; sources && i < json_array_get_length(sources); i++) {
     JsonObject *s = json_array_get_object_element(sources, i);
 
-    printf("  source %-14s %-8s %s\n", json_object_get_string_member_with_default(s, "name", "?"),
+    uint64_t refused = get_uint(s, "refused");
+
+    printf("  source %-14s %-8s %s", json_object_get_string_member_with_default(s, "name", "?"),
            json_object_get_boolean_member_with_default(s, "active", FALSE)
                ? json_object_get_string_member_with_default(s, "mode", "?")
                : "off",
            json_object_get_string_member_with_default(s, "reason", ""));
+    /* Forged records someone wrote: worth an administrator's look. */
+    if (refused > 0)
+      printf(" (%" G_GUINT64_FORMAT " forged records refused)", refused);
+    printf("\n");
   }
 }
 
