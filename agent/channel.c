@@ -166,7 +166,7 @@ static gboolean resume_cb(gpointer data) {
  * recurse (an answer delivered from a round's end, a flush). */
 static void schedule_resume(AgentChannel *ch) {
   if (!ch->resume_id && ch->fd >= 0)
-    ch->resume_id = g_idle_add(resume_cb, ch);
+    ch->resume_id = agent_loop_defer(resume_cb, ch);
 }
 
 /* Ends a socket session whose peer stopped sending, once everything it

@@ -13,3 +13,7 @@ guint agent_loop_add_fd(int fd, GIOCondition condition, GUnixFDSourceFunc func,
   g_source_unref(source);
   return id;
 }
+
+guint agent_loop_defer(GSourceFunc func, gpointer user_data) {
+  return g_idle_add_full(G_PRIORITY_DEFAULT, func, user_data, NULL);
+}

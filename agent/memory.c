@@ -3,6 +3,7 @@
  * The agent's own memory (see memory.h).
  */
 #include "memory.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -112,7 +113,7 @@ static gboolean release_cb(gpointer data) {
 
 void agent_memory_release_soon(void) {
   if (!release_id)
-    release_id = g_idle_add(release_cb, NULL);
+    release_id = agent_loop_defer(release_cb, NULL);
 }
 
 void agent_memory_shutdown(void) {

@@ -13,6 +13,7 @@
 
 #include "errors.h"
 #include "memory.h"
+#include "loop.h"
 #include "policy.h"
 #include "saturate.h"
 
@@ -385,7 +386,7 @@ static gboolean start_next_cb(gpointer data) {
 
 static void schedule_start(AgentRounds *self) {
   if (!self->current && !self->start_id && !g_queue_is_empty(&self->pending))
-    self->start_id = g_idle_add(start_next_cb, self);
+    self->start_id = agent_loop_defer(start_next_cb, self);
 }
 
 gboolean agent_round_request(AgentRounds *self, const AgentRoundParams *params,
@@ -675,7 +676,7 @@ static void on_shrinker_removed(AgentShrinker *shrinker, gpointer user_data) {
     }
   }
   if (r->phase_open == 0 && !r->check_id)
-    r->check_id = g_idle_add(check_cb, self);
+    r->check_id = agent_loop_defer(check_cb, self);
 }
 
 /* ---- replies ---- */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/file.h>
@@ -33,7 +34,7 @@ struct AgentServer {
   unsigned max_clients;
   AgentServerLimits limits;
   GHashTable *per_uid;   /* uid -> its connections (uint), non-root only */
-  gsize out_bytes_nonroot; /* replies queued for non-root peers, together */
+  gsize out_bytes_nonroot; /* memory of replies queued for non-root peers, together */
   char *lock_path;
   int lock_fd;
   AgentRegistry *registry;
@@ -55,7 +56,7 @@ struct Peer {
   uid_t uid;
   AgentClient *client; /* after HELLO */
   GQueue out;          /* OutReply: replies waiting for the socket */
-  gsize out_bytes;
+  gsize out_bytes;     /* the memory they hold: see reply_cost() */
   guint calls; /* CONTROL requests in flight */
   GList *link;
 };
@@ -67,7 +68,8 @@ typedef struct {
   uint32_t request_id;
   char *text;
   gsize len;
-  gsize off; /* what was sent already */
+  gsize off;  /* what was sent already */
+  gsize cost; /* what it holds until it is freed, sent or not */
 } OutReply;
 
 static void out_reply_free(OutReply *r) {
@@ -167,12 +169,12 @@ static gboolean peer_flush(Peer *peer) {
       return FALSE;
     }
     r->off += n;
-    peer->out_bytes -= n;
-    if (peer->uid != 0)
-      peer->server->out_bytes_nonroot -= n;
     if (r->off == r->len) {
       if (r->len >= AGENT_MEMORY_RELEASE_MIN)
         agent_memory_release_soon();
+      peer->out_bytes -= r->cost;
+      if (peer->uid != 0)
+        peer->server->out_bytes_nonroot -= r->cost;
       out_reply_free(g_queue_pop_head(&peer->out));
     }
   }
@@ -193,17 +195,31 @@ static gboolean peer_writable_cb(gint fd, GIOCondition cond, gpointer data) {
   return G_SOURCE_REMOVE;
 }
 
-/* Queues @text (taken) as the reply to @request_id and sends what fits.
- * A peer that would pass its bound, or (not root) the bound of all
- * non-root peers together, is closed instead: replies nobody reads must
- * not fill the agent's locked memory. */
+/* What a queued reply holds: its text as malloc keeps it (rounding, or
+ * the pages of its own mapping), its OutReply and its queue link with
+ * their headers. The bounds count this, not the text: a reply's text is
+ * held whole until its last chunk is sent. */
+static gsize reply_cost(const char *text) {
+  return malloc_usable_size((void *)text) + 2 * 32 + sizeof(OutReply);
+}
+
+/* Queues @text (@len bytes and a NUL, taken) as the reply to
+ * @request_id and sends what fits. A peer that would pass its bound, or
+ * (not root) the bound of all non-root peers together, is closed
+ * instead: replies nobody reads must not fill the agent's locked memory. */
 static void peer_queue_reply(Peer *peer, uint32_t request_id, char *text, gsize len) {
   AgentServer *server = peer->server;
   gboolean root = peer->uid == 0;
+  gsize cost;
   OutReply *r;
 
-  if (peer->out_bytes + len > (root ? AGENT_SERVER_OUT_ROOT_MAX : AGENT_SERVER_OUT_MAX) ||
-      (!root && server->out_bytes_nonroot + len > AGENT_SERVER_OUT_NONROOT_MAX)) {
+  /* A GString's text has room to grow (up to twice its length), which
+   * malloc's perturbation or a later use may touch: give it back. */
+  if (malloc_usable_size(text) > len + 1 + 256)
+    text = g_realloc(text, len + 1);
+  cost = reply_cost(text);
+  if (peer->out_bytes + cost > (root ? AGENT_SERVER_OUT_ROOT_MAX : AGENT_SERVER_OUT_MAX) ||
+      (!root && server->out_bytes_nonroot + cost > AGENT_SERVER_OUT_NONROOT_MAX)) {
     g_free(text);
     peer_close(peer, "does not read its replies");
     return;
@@ -212,10 +228,11 @@ static void peer_queue_reply(Peer *peer, uint32_t request_id, char *text, gsize 
   r->request_id = request_id;
   r->text = text;
   r->len = len;
+  r->cost = cost;
   g_queue_push_tail(&peer->out, r);
-  peer->out_bytes += len;
+  peer->out_bytes += cost;
   if (!root)
-    server->out_bytes_nonroot += len;
+    server->out_bytes_nonroot += cost;
   peer_flush(peer);
 }
 

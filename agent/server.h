@@ -41,7 +41,7 @@
 
 #define AGENT_SERVER_BURST         32          /* packets read per peer per wake-up */
 #define AGENT_SERVER_CONTROL_CALLS 4           /* CONTROL requests in flight per peer */
-#define AGENT_SERVER_OUT_MAX       (4u << 20)  /* queued reply bytes per non-root peer */
+#define AGENT_SERVER_OUT_MAX       (4u << 20)  /* memory of queued replies per non-root peer */
 #define AGENT_SERVER_OUT_ROOT_MAX  (32u << 20) /* ... per root peer */
 #define AGENT_SERVER_OUT_NONROOT_MAX (16u << 20) /* ... of all non-root peers together */
 

@@ -25,3 +25,6 @@ python3 bench/vm-migrate.py "$BUILD_DIR"
 echo
 echo "== the host channel: guest-ping round trip, shrinkd against qemu-ga"
 python3 bench/channel-ping.py "$BUILD_DIR"
+echo
+echo "== hostile local users: the daemon's RSS and root's latency under each flood, against no flood"
+python3 bench/hostile-rss.py "$BUILD_DIR" || [ $? = 77 ]  # 77: not root, it said so
