@@ -5,6 +5,7 @@
  */
 #include "commands.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@ struct AgentCommands {
   uint32_t default_deadline_ms;
   int64_t start_mono;
   AgentBalloon *balloon;
+  const AgentPrivileges *privileges;
   uint64_t prepare_reserve_bytes;
 };
 
@@ -44,6 +46,10 @@ void agent_commands_set_prepare_reserve(AgentCommands *self, uint64_t reserve_by
 
 void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon) {
   self->balloon = balloon;
+}
+
+void agent_commands_set_privileges(AgentCommands *self, const AgentPrivileges *privileges) {
+  self->privileges = privileges;
 }
 
 void agent_commands_free(AgentCommands *self) {
@@ -346,6 +352,46 @@ static void write_sources(AgentJsonWriter *w, AgentBalloon *balloon) {
   agent_json_end_array(w);
 }
 
+/* "privileges": {"capabilities": ["CAP_IPC_LOCK", ...] (effective, after
+ * the drop), "no_new_privs", "dropped", "cap_eff", "cap_eff_at_start" (as
+ * in /proc/PID/status: 16 hex digits), "securebits" | null, "reason"} |
+ * null (main.c set none). */
+static void write_privileges(AgentJsonWriter *w, const AgentPrivileges *p) {
+  char hex[24];
+
+  if (!p) {
+    agent_json_null(w, "privileges");
+    return;
+  }
+  agent_json_begin_object(w, "privileges");
+  agent_json_begin_array(w, "capabilities");
+  for (unsigned cap = 0; cap <= AGENT_PRIVILEGES_CAP_MAX; cap++) {
+    const char *name = agent_privileges_cap_name(cap);
+
+    if (!(p->effective & (UINT64_C(1) << cap)))
+      continue;
+    if (name) {
+      agent_json_string(w, NULL, name);
+    } else {
+      g_snprintf(hex, sizeof(hex), "cap_%u", cap);
+      agent_json_string(w, NULL, hex);
+    }
+  }
+  agent_json_end_array(w);
+  agent_json_bool(w, "no_new_privs", p->no_new_privs);
+  agent_json_bool(w, "dropped", p->dropped);
+  g_snprintf(hex, sizeof(hex), "%016" PRIx64, p->effective);
+  agent_json_string(w, "cap_eff", hex);
+  g_snprintf(hex, sizeof(hex), "%016" PRIx64, p->effective_at_start);
+  agent_json_string(w, "cap_eff_at_start", hex);
+  if (p->securebits >= 0)
+    agent_json_int(w, "securebits", p->securebits);
+  else
+    agent_json_null(w, "securebits");
+  agent_json_string(w, "reason", p->reason);
+  agent_json_end_object(w);
+}
+
 static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentShrinker *s) {
   agent_json_begin_object(w, NULL);
   agent_json_int(w, "id", s->id);
@@ -380,7 +426,8 @@ static void write_shrinker(AgentJsonWriter *w, AgentCommands *self, const AgentS
  *  "totals": {"rounds", "claimed_bytes", "verified_bytes", "measured_bytes"},
  *  "balloon": see write_balloon() | null,
  *  "free_page_hints": see write_hints() | null,
- *  "sources": [{"name", "active", "mode", "reason", "refused"}]}
+ *  "sources": [{"name", "active", "mode", "reason", "refused"}],
+ *  "privileges": see write_privileges() | null,
  *  "summary": {"clients", "shrinkers", "shown", "offset", "truncated"}}
  * Clients without shrinkers (shrinkctl itself, say) are left out; with
  * @only_uid >= 0, so are clients and round requests of other uids. The
@@ -457,6 +504,7 @@ static void write_status(AgentJsonWriter *w, const char *key, AgentCommands *sel
   write_balloon(w, self->balloon);
   write_hints(w, self->balloon);
   write_sources(w, self->balloon);
+  write_privileges(w, self->privileges);
   agent_json_end_object(w);
 }
 

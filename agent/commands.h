@@ -73,6 +73,7 @@
 
 #include "balloon.h"
 #include "json-reader.h"
+#include "privileges.h"
 #include "procfs.h"
 #include "registry.h"
 #include "round.h"
@@ -119,6 +120,10 @@ AgentCommands *agent_commands_new(AgentRegistry *registry, AgentRounds *rounds, 
  * with NULL first): "balloon" and "sources". Without one, status has
  * "balloon": null and "sources": []. */
 void agent_commands_set_balloon(AgentCommands *self, AgentBalloon *balloon);
+
+/* Lets status show @privileges (borrowed; it must outlive @self, or be
+ * unset with NULL first): "privileges". Without them, "privileges": null. */
+void agent_commands_set_privileges(AgentCommands *self, const AgentPrivileges *privileges);
 
 /* Sets the free memory shrinkd-prepare leaves to the guest (default
  * AGENT_COMMANDS_PREPARE_RESERVE_DEFAULT; main.c passes the balloon's

@@ -25,6 +25,7 @@
 #include "errors.h"
 #include "local-proto.h"
 #include "memory.h"
+#include "privileges.h"
 #include "procfs.h"
 #include "registry.h"
 #include "round.h"
@@ -45,6 +46,8 @@ typedef struct {
   AgentChannel *vsock_channel; /* or NULL */
   int signal_fd; /* SIGTERM and SIGINT, or -1 */
   guint signal_id;
+  /* What start-up left; status shows it. */
+  AgentPrivileges privileges;
 } Agent;
 
 static void agent_state_free(Agent *a) {
@@ -214,6 +217,7 @@ int main(int argc, char **argv) {
   gint64 opt_vsock_port = -1;
   gint opt_deadline_ms = -1;
   gboolean opt_verbose = FALSE, opt_version = FALSE, opt_no_mlock = FALSE;
+  gboolean opt_keep_privileges = FALSE;
   const GOptionEntry entries[] = {
       {"socket", 's', 0, G_OPTION_ARG_FILENAME, &opt_socket,
        "Listen on PATH (default " SHRINKD_DEFAULT_SOCKET ")", "PATH"},
@@ -247,6 +251,10 @@ int main(int argc, char **argv) {
       {"vsock-port", 0, 0, G_OPTION_ARG_INT64, &opt_vsock_port,
        "Also serve the host on AF_VSOCK port N (default 0: no vsock)", "N"},
       {"no-mlock", 0, 0, G_OPTION_ARG_NONE, &opt_no_mlock, "Do not lock memory", NULL},
+      {"keep-privileges", 0, 0, G_OPTION_ARG_NONE, &opt_keep_privileges,
+       "Keep every capability after start-up (for debugging; default: keep only CAP_IPC_LOCK, "
+       "set no-new-privs)",
+       NULL},
       {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log debug messages", NULL},
       {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
       {NULL},
@@ -280,7 +288,8 @@ int main(int argc, char **argv) {
       "(a live migration) gets one soft round (reason migration, 1 s deadline) for the\n"
       "shrinkers' estimates, or balloon_reserve_mib when none has one; never a hard round.\n"
       "Reading the balloon's config space, kprobes and /dev/kmsg need root; without them\n"
-      "shrinkd says so once and uses what it can see.\n"
+      "shrinkd says so once and uses what it can see. After start-up shrinkd keeps only\n"
+      "CAP_IPC_LOCK (it stays uid 0) and sets no-new-privs, unless --keep-privileges.\n"
       "\n"
       "The host channel: the QEMU guest agent protocol (guest-sync-delimited, guest-ping,\n"
       "guest-info, shrinkd-status, shrinkd-shrink, shrinkd-prepare, shrinkd-prepare-migration)\n"
@@ -399,6 +408,7 @@ int main(int argc, char **argv) {
   agent_commands_set_prepare_reserve(a->commands, (uint64_t)a->settings.balloon_reserve_mib << 20);
   a->balloon = make_balloon(a);
   agent_commands_set_balloon(a->commands, a->balloon);
+  agent_commands_set_privileges(a->commands, &a->privileges);
   a->server = agent_server_new(a->settings.socket_path, a->settings.max_clients, a->registry,
                                a->rounds, a->commands, &error);
   if (!a->server) {
@@ -427,6 +437,15 @@ int main(int argc, char **argv) {
   agent_balloon_start(a->balloon);
   agent_commands_warm_up(a->commands);
   prefault_stack();
+  /* Everything that needs a capability only to be opened is open now:
+   * the sources, the socket, the vsock listener. Before locking, so that
+   * mlockall() already runs with the set kept for the agent's life: a set
+   * that lacked what locking needs would show at once, not at the first
+   * trim (agent_memory_release_soon() locks again). */
+  if (opt_keep_privileges)
+    agent_privileges_read(&a->privileges, "--keep-privileges: kept every capability");
+  else
+    agent_privileges_drop(&a->privileges);
   if (a->settings.mlock)
     agent_memory_lock();
 

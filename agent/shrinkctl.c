@@ -36,8 +36,9 @@ static const char usage_text[] =
     "  status [--offset N] [--limit N] [--json]\n"
     "                                          registered shrinkers, their estimates and\n"
     "                                          figures, the last rounds, totals, the\n"
-    "                                          balloon, free page hints and the\n"
-    "                                          pressure sources; shrinkers from the Nth\n"
+    "                                          balloon, free page hints, the pressure\n"
+    "                                          sources and the capabilities shrinkd\n"
+    "                                          kept; shrinkers from the Nth\n"
     "                                          (default 0), at most --limit of them\n"
     "                                          (default 1000, at most 10000)\n"
     "  shrink SIZE [--hard] [--deadline MS] [--json]\n"
@@ -408,6 +409,41 @@ static void print_balloon(JsonObject *st) {
   }
 }
 
+/* "privileges: CAP_IPC_LOCK (no-new-privs; CapEff 000001ffffffffff ->
+ * 0000000000004000)"; nothing from an older agent. Many capabilities (not
+ * dropped) are shown as their count and mask. */
+static void print_privileges(JsonObject *st) {
+  JsonNode *pn = json_object_get_member(st, "privileges");
+  g_autoptr(GString) names = g_string_new(NULL);
+  JsonObject *p;
+  JsonArray *caps;
+  gboolean nnp;
+  guint n;
+
+  if (!pn || !JSON_NODE_HOLDS_OBJECT(pn))
+    return;
+  p = json_node_get_object(pn);
+  caps = json_object_has_member(p, "capabilities") ? json_object_get_array_member(p, "capabilities")
+                                                   : NULL;
+  n = caps ? json_array_get_length(caps) : 0;
+  for (guint i = 0; i < n && n <= 8; i++)
+    g_string_append_printf(names, "%s%s", i ? ", " : "",
+                           json_array_get_string_element(caps, i) ?: "?");
+  if (n == 0)
+    g_string_append(names, "none");
+  else if (n > 8)
+    g_string_append_printf(names, "%u capabilities", n);
+  nnp = json_object_get_boolean_member_with_default(p, "no_new_privs", FALSE);
+  printf("privileges: %s (%s", names->str, nnp ? "no-new-privs" : "no no-new-privs");
+  if (json_object_get_boolean_member_with_default(p, "dropped", FALSE))
+    printf("; CapEff %s -> %s)\n",
+           json_object_get_string_member_with_default(p, "cap_eff_at_start", "?"),
+           json_object_get_string_member_with_default(p, "cap_eff", "?"));
+  else
+    printf("; CapEff %s: %s)\n", json_object_get_string_member_with_default(p, "cap_eff", "?"),
+           json_object_get_string_member_with_default(p, "reason", "not dropped"));
+}
+
 static void print_status(JsonObject *st) {
   char a[32], b[32], c[32], d[40];
   JsonNode *memn = json_object_get_member(st, "memory");
@@ -432,6 +468,7 @@ static void print_status(JsonObject *st) {
            fmt_bytes(get_int(mem, "mem_free_bytes"), c));
   }
   print_balloon(st);
+  print_privileges(st);
   /* Columns as wide as the longest name (names are at most 63 bytes). */
   for (guint i = 0; clients && i < json_array_get_length(clients); i++) {
     JsonObject *cl = json_array_get_object_element(clients, i);
