@@ -152,6 +152,92 @@ class MemoryTests(Fixture):
         self.assertGreaterEqual(before - after, 0.8 * freed)
 
 
+CAP_IPC_LOCK = 14
+KEPT = 1 << CAP_IPC_LOCK  # what shrinkd keeps after start-up (agent/privileges.c)
+
+
+def proc_status(pid):
+    """The capability masks, NoNewPrivs and VmLck of /proc/PID/status."""
+    out = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.startswith("Cap"):
+                out[key] = int(value.strip(), 16)
+            elif key in ("NoNewPrivs", "VmLck"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+class RootFixture(Fixture):
+    """A Fixture whose tests skip, saying why, when not run as root."""
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root: an unprivileged shrinkd has no capabilities to give up")
+        super().setUp()
+
+
+class PrivilegeTests(RootFixture):
+    """Issue 10 item 6: after start-up shrinkd keeps only the capabilities
+    it uses (CAP_IPC_LOCK), sets no-new-privs, stays uid 0, says so in its
+    status, and still works."""
+
+    def test_daemon_keeps_only_cap_ipc_lock_and_sets_no_new_privs(self):
+        mine = proc_status(os.getpid())
+        # The socket exists before the drop; an answer comes from the main
+        # loop, after it.
+        priv = self.status().get("privileges")
+        st = proc_status(self.agent.pid)
+        print("\n    CapEff before %016x (what shrinkd started with: this test's), after %016x;"
+              " CapPrm %016x CapBnd %016x CapInh %016x CapAmb %016x NoNewPrivs %s; status: %s"
+              % (mine["CapEff"], st["CapEff"], st["CapPrm"], st["CapBnd"], st["CapInh"],
+                 st["CapAmb"], st.get("NoNewPrivs"), priv))
+        want = KEPT & mine["CapEff"]
+        self.assertEqual(st["CapEff"], want, "CapEff %016x, want %016x" % (st["CapEff"], want))
+        self.assertEqual(st["CapPrm"], want, "CapPrm %016x" % st["CapPrm"])
+        self.assertEqual(st["CapBnd"], want, "CapBnd %016x" % st["CapBnd"])
+        self.assertEqual(st["CapInh"], 0)
+        self.assertEqual(st["CapAmb"], 0)
+        self.assertEqual(st.get("NoNewPrivs"), 1)
+        with open("/proc/%d/status" % self.agent.pid) as f:
+            uids = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
+        self.assertEqual(uids, ["0", "0", "0", "0"], "shrinkd stays uid 0")
+        # The status says the same.
+        self.assertIsInstance(priv, dict, "status has no \"privileges\"")
+        self.assertEqual(priv["capabilities"], ["CAP_IPC_LOCK"])
+        self.assertIs(priv["no_new_privs"], True)
+        self.assertIs(priv["dropped"], True)
+        self.assertEqual(int(priv["cap_eff"], 16), st["CapEff"])
+        self.assertEqual(int(priv["cap_eff_at_start"], 16), mine["CapEff"])
+        out = self.shrinkctl("status").stdout
+        self.assertIn("privileges: CAP_IPC_LOCK (no-new-privs; CapEff %016x -> %016x)"
+                      % (mine["CapEff"], st["CapEff"]), out)
+        # Locked with the kept set (mlockall after the drop), and rounds work.
+        self.assertGreater(st.get("VmLck", 0), 0, "no memory locked")
+        cache = self.start_example("shrink-example-cache", "--mib", "8")
+        self.wait_registered(cache.pid)
+        report = self.shrink("4M", hard=True)
+        self.assertTrue([r for r in report["requests"] if r["pid"] == cache.pid and r["freed_bytes"] > 0])
+
+
+class KeepPrivilegeTests(RootFixture):
+    """--keep-privileges, the escape hatch for debugging: nothing dropped,
+    and the status says so."""
+    agent_args = Fixture.agent_args + ("--keep-privileges",)
+
+    def test_keep_privileges_keeps_every_capability(self):
+        mine = proc_status(os.getpid())
+        priv = self.status()["privileges"]
+        st = proc_status(self.agent.pid)
+        self.assertEqual(st["CapEff"], mine["CapEff"])
+        self.assertEqual(st.get("NoNewPrivs"), 0)
+        self.assertIs(priv["dropped"], False)
+        self.assertIs(priv["no_new_privs"], False)
+        self.assertEqual(int(priv["cap_eff"], 16), mine["CapEff"])
+        self.assertIn("--keep-privileges", priv["reason"])
+
+
 class RestartTests(unittest.TestCase):
     def test_restart_makes_every_client_register_again_within_2s(self):
         import tempfile, shutil

@@ -17,6 +17,13 @@ Checks, grouped by guest so that few guests boot (GROUPS is a comma list of
 the letters; default all):
 
   A  shrinkd and the applications (default balloon device)
+     7a right after start-up (issue 10 item 6): the guest shrinkd's
+        /proc/PID/status has CapEff = CapPrm = CapBnd = CAP_IPC_LOCK alone,
+        CapInh = CapAmb = 0, NoNewPrivs 1, uid 0; status "privileges" says
+        the same (every later check of A runs against that shrinkd, and the
+        restarts of 6c and 6b drop the same way); after check 1, the
+        kprobe opened before the drop has fired again and config space
+        read after it gives the new target
      1  balloon 1024 -> 384 MiB: query-balloon actual reaches 384 MiB (within
         1 MiB, in --wait seconds); the first balloon round is soft and comes
         before any hard round; shrink-example-osv is asked hard; no OOM kill
@@ -41,12 +48,14 @@ the letters; default all):
      2  balloon 1024 -> 384 MiB: the driver logs "Out of puff" and actual is
         short of the target after the same wait as 1
   C  free-page-hint=on and deflate-on-oom=on, shrinkd and the applications
+     7b as 7a, in this guest
      4  a migration to "exec:cat > /dev/null" (free page hinting collapses
         MemFree): it completes, the hinting really ran (command id DONE, MemFree
         seen low), and no hard round comes during or after it
      5  deflate-on-oom: MemTotal does not move, shrinkd still sees the target,
         the balloon converges to 384 MiB
   D  no balloon device
+     7c as 7a, in this guest
      6a shrinkd starts, logs a line saying there is no balloon, status and a
         shrink work
      6d forged kernel records: 20 processes of an unprivileged user named
@@ -141,11 +150,55 @@ def status_balloon(st):
     return st.get("balloon") if isinstance(st, dict) else None
 
 
+CAP_IPC_LOCK = 14
+KEPT_CAPS = 1 << CAP_IPC_LOCK   # what shrinkd keeps after start-up (agent/privileges.c)
+
+
+def check_privileges(c, vm, label):
+    """7: the guest's shrinkd, as started by vm.start_shrinkd() (which waits
+    for an answer to status, so the drop is done), keeps CAP_IPC_LOCK alone,
+    with no-new-privs, as uid 0; its status says the same. Prints the
+    CapEff before (the root shell's, which shrinkd starts with) and after."""
+    pid = int(vm.g.run("cat /tmp/shrinkd.pid")[0])
+    r = vm.g.sh("grep -E '^(Cap[A-Za-z]+|NoNewPrivs|Uid):' /proc/%d/status; "
+                "grep '^CapEff:' /proc/self/status | sed 's/^/shell/'" % pid)
+    fields = {}
+    for line in r.lines:
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.split()
+    try:
+        mask = {k: int(fields[k][0], 16) for k in ("CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb")}
+        before = int(fields["shellCapEff"][0], 16)
+        nnp = int(fields["NoNewPrivs"][0])
+        uids = fields["Uid"]
+    except (KeyError, IndexError, ValueError):
+        c.check("%s shrinkd keeps CAP_IPC_LOCK alone, no-new-privs" % label, False, r.out)
+        return
+    priv = (vm.status() or {}).get("privileges")
+    log("%s privileges: CapEff before %016x (the root shell's), after %016x; CapPrm %016x "
+        "CapBnd %016x CapInh %016x CapAmb %016x NoNewPrivs %d Uid %s; status %s"
+        % (label, before, mask["CapEff"], mask["CapPrm"], mask["CapBnd"], mask["CapInh"],
+           mask["CapAmb"], nnp, " ".join(uids), json.dumps(priv)))
+    c.check("%s shrinkd keeps CAP_IPC_LOCK alone, no-new-privs" % label,
+            mask["CapEff"] == mask["CapPrm"] == mask["CapBnd"] == KEPT_CAPS
+            and mask["CapInh"] == mask["CapAmb"] == 0 and nnp == 1 and uids == ["0"] * 4,
+            "CapEff %016x -> %016x, CapBnd %016x, NoNewPrivs %d, Uid %s"
+            % (before, mask["CapEff"], mask["CapBnd"], nnp, " ".join(uids)))
+    c.check("%s status says what shrinkd kept" % label,
+            isinstance(priv, dict) and priv.get("capabilities") == ["CAP_IPC_LOCK"]
+            and priv.get("dropped") is True and priv.get("no_new_privs") is True
+            and int(priv.get("cap_eff", "-1"), 16) == mask["CapEff"]
+            and int(priv.get("cap_eff_at_start", "-1"), 16) == before,
+            json.dumps(priv))
+
+
 # ---------------------------------------------------------------- guest A
 
 def _group_a(c, args, vm, timings):
     g = vm.g
     vm.start_shrinkd(SHRINKD_ARGS)
+    check_privileges(c, vm, "7a")
+    bal7 = status_balloon(vm.status()) or {}
     t = time.monotonic()
     # The host's RSS can only fall by pages the guest has touched: touch the
     # free memory first, as a guest that has run for a while has. And run
@@ -184,6 +237,16 @@ def _group_a(c, args, vm, timings):
     clk2 = vm.port.clock_sync()
     log("guest clock after: %s (drift %.3f ms)" % (str(clk2), (clk2.offset - clk.offset) * 1e3))
     st = vm.status()
+    bal1 = status_balloon(st) or {}
+    c.check("7a after the drop: the kprobe fires, config space gives the new target",
+            bal1.get("kprobe_hits", 0) > bal7.get("kprobe_hits", 0)
+            and bal1.get("reads", 0) > bal7.get("reads", 0)
+            and bal1.get("target_bytes") == TARGET_MIB * MiB
+            and bal1.get("config_access") == "pci-cfg-window",
+            "mode %s, config access %s; kprobe hits %s -> %s, reads %s -> %s, target %s" % (
+                bal1.get("mode"), bal1.get("config_access"), bal7.get("kprobe_hits"),
+                bal1.get("kprobe_hits"), bal7.get("reads"), bal1.get("reads"),
+                mib(bal1.get("target_bytes") or 0)))
     evs = [e for e in vm.events("shrink") if clk.to_host(e["t_us"]) >= t0 - 0.005]
     for row in event_table(vm, evs, t0, clk):
         log("   " + row)
@@ -471,6 +534,7 @@ def _group_b(c, args, vm, timings):
 def _group_c(c, args, vm, timings):
     g = vm.g
     vm.start_shrinkd(SHRINKD_ARGS)
+    check_privileges(c, vm, "7b")
     t = time.monotonic()
     vm.start_apps(DEFAULT_APPS, log=log)
     timings["C fill"] = time.monotonic() - t
@@ -594,6 +658,7 @@ def _group_d(c, args, vm, timings):
     r = g.sh("ls /sys/bus/virtio/drivers/virtio_balloon/ | grep virtio")
     c.check("6a guest has no balloon device", r.rc != 0, r.out)
     vm.start_shrinkd(SHRINKD_ARGS)
+    check_privileges(c, vm, "7c")
     vm.start_apps((("cache", "shrink-example-cache --mib 32", 32),), log=log)
     st, nreg = wait_registered(vm, 1)
     lines = vm.shrinkd_log()
